@@ -1,0 +1,99 @@
+"""Decision policy: turn model scores and site signals into publish / hold / reject."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Status = Literal["approved", "pending", "rejected"]
+Queue = Literal["approved", "pending", "rejected", "spam"]
+
+
+class ThresholdsLike(Protocol):
+    spam_reject: float
+    spam_hold: float
+    toxic_hold: float
+
+
+class ReasonLike(Protocol):
+    code: str
+    label: str
+    message: str
+    weight: float
+
+
+class ScoreLike(Protocol):
+    spam: float
+    toxic: float
+    reasons: Sequence[ReasonLike]
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Site signals about one submission, gathered outside the model."""
+
+    honeypot_filled: bool = False
+    submit_seconds: float | None = None  # time from form render to submit, when signed
+    min_submit_seconds: float = 3.0
+    duplicate_count: int = 0  # earlier identical comments by the same author
+    author_approved: int = 0
+    author_rejected: int = 0
+    auto_approve_after: int = 0  # 0 disables trusted-author auto-approval
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens to a comment, and why (reason codes shown to moderators)."""
+
+    queue: Queue
+    label: str  # clean | spam | toxic | uncertain | signal | error
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def status(self) -> Status:
+        """Return the public status (spam is shown to readers as rejected)."""
+        return "rejected" if self.queue in ("rejected", "spam") else self.queue  # type: ignore[return-value]
+
+
+def decide(
+    score: ScoreLike, thresholds: ThresholdsLike, signals: Signals | None = None
+) -> Decision:
+    """Decide: clearly clean publishes, clear spam is rejected, anything else waits for a human."""
+    signals = signals or Signals()
+    codes: list[str] = []
+    if signals.honeypot_filled:
+        # Only bots fill a field humans cannot see; reject outright.
+        return Decision("spam", "spam", ("honeypot_filled",))
+    too_fast = (
+        signals.submit_seconds is not None and signals.submit_seconds < signals.min_submit_seconds
+    )
+    if too_fast:
+        codes.append("submitted_too_fast")
+    if signals.duplicate_count > 0:
+        codes.append("duplicate_text")
+
+    if score.spam >= thresholds.spam_reject:
+        return Decision("spam", "spam", ("spam_score_high", *codes))
+    toxic = score.toxic >= thresholds.toxic_hold
+    spammy = score.spam >= thresholds.spam_hold
+    if toxic:
+        codes.insert(0, "toxic_score")
+    if spammy:
+        codes.insert(0, "spam_score_uncertain")
+    if toxic or spammy or codes:
+        label = "toxic" if toxic and not spammy else ("spam" if spammy else "uncertain")
+        if not (toxic or spammy):
+            label = "signal"
+        return Decision("pending", label, tuple(codes))
+    trusted = (
+        signals.auto_approve_after > 0
+        and signals.author_approved >= signals.auto_approve_after
+        and signals.author_rejected == 0
+    )
+    return Decision("approved", "clean", ("trusted_author",) if trusted else ())
+
+
+def held_for_error(code: str) -> Decision:
+    """Return the decision for a comment whose scoring failed: hold it, never publish."""
+    return Decision("pending", "error", (code,))

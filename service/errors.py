@@ -1,0 +1,81 @@
+"""Error responses: problem+json for API clients, small HTML pages for browsers; never a 500 page with a trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, Response, jsonify, render_template, request
+from kombu.exceptions import OperationalError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = 5
+
+
+def wants_html() -> bool:
+    """Return True when the client is a browser that prefers an HTML page."""
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "text/html" and request.mimetype != "application/json"
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str = "",
+    *,
+    errors: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    """Return an RFC 9457 problem response (JSON), or an HTML page for browsers."""
+    if wants_html():
+        html = render_template(
+            "error.html", status=status, title=title, detail=detail, errors=errors or {}
+        )
+        response = Response(html, status=status, mimetype="text/html")
+    else:
+        body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+        if detail:
+            body["detail"] = detail
+        if errors:
+            body["errors"] = errors
+        body.update(extra)
+        response = jsonify(body)
+        response.status_code = status
+        response.mimetype = PROBLEM_JSON
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Turn every error into a clear 4xx/5xx response, never a stack trace."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        headers = dict(exc.get_headers()) if code == 405 else {}
+        headers.pop("Content-Type", None)
+        return problem(code, exc.name, exc.description or "", headers=headers)
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    @app.errorhandler(redis.exceptions.BusyLoadingError)
+    @app.errorhandler(OperationalError)
+    def store_unavailable(exc: Exception) -> Response:
+        log.error("storage unavailable", extra={"error": type(exc).__name__, "path": request.path})
+        return problem(
+            503,
+            "Service Unavailable",
+            "Comments cannot be stored right now. Please try again shortly.",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"path": request.path})
+        return problem(500, "Internal Server Error", "Something went wrong on our side.")

@@ -1,0 +1,156 @@
+"""The edge: which fields a submission may carry, and every check on them, in one place."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from email_validator import EmailNotValidError, validate_email
+
+from workers.intake import Submission
+from workers.store import is_comment_id
+
+# Fields a submission may carry; anything else is ignored.
+ACCEPT = ("post_id", "comment", "author", "email", "url", "parent_id")
+REQUIRED = ("post_id", "comment", "author", "email")
+# Hidden form fields: the honeypot (humans never fill it) and the signed render time.
+HONEYPOT_FIELD = "homepage"
+FORM_TOKEN_FIELD = "form_token"
+MAX_LENGTH = {"author": 245, "email": 254, "url": 200, "comment": 65_525, "post_id": 128}
+LABELS = {
+    "post_id": "Post",
+    "comment": "Comment",
+    "author": "Name",
+    "email": "Email",
+    "url": "Website",
+    "parent_id": "Reply to",
+}
+POST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*\Z")
+# Control characters other than tab and newlines never belong in a comment.
+_CONTROL = {chr(c) for c in range(32) if chr(c) not in "\t\n\r"} | {"\x7f"}
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Every failing field with a message a person can act on."""
+
+    errors: dict[str, str]
+
+
+def field_values(source: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the accepted fields of a parsed body (form or JSON), ignoring the rest."""
+    return {
+        name: source[name] for name in (*ACCEPT, HONEYPOT_FIELD, FORM_TOKEN_FIELD) if name in source
+    }
+
+
+def validate_submission(
+    values: Mapping[str, Any], *, submit_seconds: float | None = None
+) -> Submission | Invalid:
+    """Check a submission and return it cleaned, or every error at once."""
+    errors: dict[str, str] = {}
+    clean: dict[str, str] = {}
+    for name in ACCEPT:
+        raw = values.get(name)
+        if raw is None:
+            raw = ""
+        if not isinstance(raw, str):
+            errors[name] = f"{LABELS[name]} must be text."
+            continue
+        text = raw.strip() if name != "comment" else _strip_comment(raw)
+        if name in REQUIRED and not text:
+            errors[name] = f"{LABELS[name]} is required."
+            continue
+        limit = MAX_LENGTH.get(name)
+        if limit is not None and len(text) > limit:
+            errors[name] = (
+                f"{LABELS[name]} must be at most {limit:,} characters (got {len(text):,})."
+            )
+            continue
+        bad = _CONTROL if name == "comment" else _CONTROL | {"\t", "\n", "\r"}
+        if any(ch in bad for ch in text):
+            errors[name] = f"{LABELS[name]} contains control characters."
+            continue
+        clean[name] = text
+
+    if "post_id" in clean and not POST_ID.match(clean["post_id"]):
+        errors["post_id"] = (
+            "Post must be a short id of letters, digits and . _ : / - (starting with a letter or digit)."
+        )
+    if clean.get("email"):
+        problem = _email_problem(clean["email"])
+        if problem is not None:
+            errors["email"] = problem
+        else:
+            clean["email"] = validate_email(clean["email"], check_deliverability=False).normalized
+    if clean.get("url"):
+        problem = _url_problem(clean["url"])
+        if problem:
+            errors["url"] = problem
+    if clean.get("parent_id") and not is_comment_id(clean["parent_id"]):
+        errors["parent_id"] = "Reply to must be the id of an existing comment."
+    if errors:
+        return Invalid(errors)
+    honeypot = values.get(HONEYPOT_FIELD)
+    return Submission(
+        post_id=clean["post_id"],
+        comment=unicodedata.normalize("NFC", clean["comment"]),
+        author=clean["author"],
+        email=clean["email"],
+        url=clean.get("url", ""),
+        parent_id=clean.get("parent_id", ""),
+        honeypot_filled=isinstance(honeypot, str) and bool(honeypot.strip()),
+        submit_seconds=submit_seconds,
+    )
+
+
+def _strip_comment(text: str) -> str:
+    return text.replace("\r\n", "\n").strip()
+
+
+def _email_problem(email: str) -> str | None:
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        message = str(exc)
+        # Never echo any part of the address back (it would land in logs and pages).
+        local, _, domain = email.rpartition("@")
+        if any(part and part in message for part in (email, local, domain)):
+            return "Email is not a valid email address."
+        return f"Email is not valid: {message}"
+    return None
+
+
+def _url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "Website is not a valid URL."
+    if parts.scheme.lower() not in ("http", "https"):
+        return "Website must start with http:// or https://."
+    if not parts.hostname:
+        return "Website must include a host name."
+    return None
+
+
+def parse_limit(raw: str | None, *, default: int, maximum: int) -> int | None:
+    """Return a page size from a query string, or None when it is not a number in range."""
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        return None
+    value = int(raw)
+    return value if 1 <= value <= maximum else None
+
+
+def parse_cursor(raw: str | None) -> int | bool | None:
+    """Return a cursor (an integer), None when absent, or False when malformed."""
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 20:
+        return False
+    return int(raw)

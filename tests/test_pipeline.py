@@ -1,0 +1,186 @@
+"""End to end: comment form → Flask → Celery worker → model → Redis → moderators → readers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+from celery.signals import before_task_publish
+import redis as redis_lib
+from flask.testing import FlaskClient
+
+from tests.conftest import MODERATOR_TOKEN, WorkerProcess, wait_for
+from workers.celery_app import SCORE_TASK, create_celery
+from workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+AUTH = {"Authorization": f"Bearer {MODERATOR_TOKEN}"}
+EMAIL = "integration.reader@example.com"
+CLEAN = {
+    "post_id": "city-council",
+    "comment": "I attended the meeting too and the summary here matches what was said.",
+    "author": "Sam Reader",
+    "email": EMAIL,
+}
+SPAM = {
+    **CLEAN,
+    "comment": "CLICK HERE to WIN a FREE iPhone!!! Visit http://free-prizes.example.biz now, "
+    "limited offer, call 0800 123 456 to claim your cash prize",
+}
+
+
+def scored(redis: redis_lib.Redis, comment_id: str) -> dict[str, str] | None:
+    record = redis.hgetall(f"mod:c:{comment_id}")
+    return record if record.get("state") in ("scored", "moderated") else None
+
+
+def test_json_and_form_posts_are_scored_and_visible_to_moderators_within_a_second(
+    client: FlaskClient, redis: redis_lib.Redis, worker: WorkerProcess
+) -> None:
+    started = time.monotonic()
+    json_id = client.post("/api/v1/comments", json=CLEAN).get_json()["id"]
+    form_id = client.post("/api/v1/comments", data=SPAM).get_json()["id"]
+    wait_for(lambda: scored(redis, json_id) and scored(redis, form_id), timeout=1.0)
+    assert time.monotonic() - started < 1.0
+    for comment_id in (json_id, form_id):
+        record = redis.hgetall(f"mod:c:{comment_id}")
+        assert 0.0 <= float(record["spam"]) <= 1.0
+        assert 0.0 <= float(record["toxic"]) <= 1.0
+        assert record["model_version"]
+    assert float(redis.hget(f"mod:c:{form_id}", "spam")) > float(
+        redis.hget(f"mod:c:{json_id}", "spam")
+    )
+    seen = set()
+    for status in ("pending", "approved", "rejected", "spam"):
+        page = client.get(f"/api/v1/moderation/queue?status={status}", headers=AUTH).get_json()
+        for item in page["items"]:
+            seen.add(item["id"])
+            assert item["email"] == "i***@example.com"
+            assert item["scores"]["spam"] is not None
+    assert {json_id, form_id} <= seen
+
+
+def test_approving_a_held_comment_publishes_it(
+    client: FlaskClient, redis: redis_lib.Redis, worker: WorkerProcess
+) -> None:
+    held = {**CLEAN, "comment": "You are all idiots and this article is garbage written by morons."}
+    comment_id = client.post("/api/v1/comments", json=held).get_json()["id"]
+    wait_for(lambda: scored(redis, comment_id))
+    if redis.hget(f"mod:c:{comment_id}", "queue") == "approved":
+        pytest.fail("an insulting comment was published without review")
+    listing = client.get("/api/v1/posts/city-council/comments").get_json()
+    assert comment_id not in [c["id"] for c in listing["comments"]]
+
+    response = client.post(
+        f"/api/v1/moderation/comments/{comment_id}/decision",
+        json={"action": "approve"},
+        headers=AUTH,
+    )
+    assert response.status_code == 200
+    assert response.get_json()["moderated_by"] == "moderator"
+    listing = client.get("/api/v1/posts/city-council/comments").get_json()
+    published = [c for c in listing["comments"] if c["id"] == comment_id]
+    assert published and published[0]["comment"] == held["comment"]
+    assert set(published[0]) == {
+        "id", "post_id", "parent_id", "author", "url", "comment", "created_at", "status"
+    }
+    public = client.get(f"/api/v1/comments/{comment_id}").get_json()
+    assert public["status"] == "approved" and "email" not in public and "spam" not in public
+
+
+def test_running_the_task_twice_changes_nothing(
+    client: FlaskClient, redis: redis_lib.Redis, worker: WorkerProcess, settings: Settings
+) -> None:
+    comment_id = client.post("/api/v1/comments", json=CLEAN).get_json()["id"]
+    wait_for(lambda: scored(redis, comment_id))
+    before = redis.hgetall(f"mod:c:{comment_id}")
+    audit_before = redis.llen(f"mod:c:{comment_id}:audit")
+    create_celery(settings).send_task(SCORE_TASK, args=[comment_id])
+    time.sleep(0.5)
+    assert redis.hgetall(f"mod:c:{comment_id}") == before
+    assert redis.llen(f"mod:c:{comment_id}:audit") == audit_before
+
+
+def test_moderator_decision_wins_over_a_late_score(
+    client: FlaskClient, redis: redis_lib.Redis, settings: Settings
+) -> None:
+    """A comment decided by a moderator before scoring keeps the moderator's decision."""
+    from workers.pipeline import score_and_decide
+    from workers.runtime import Runtime
+
+    comment_id = client.post("/api/v1/comments", json=SPAM).get_json()["id"]
+    client.post(
+        f"/api/v1/moderation/comments/{comment_id}/decision",
+        json={"action": "approve"},
+        headers=AUTH,
+    )
+    assert score_and_decide(Runtime(settings), comment_id) == "already_decided"
+    assert redis.hget(f"mod:c:{comment_id}", "queue") == "approved"
+
+
+def test_comment_whose_message_was_lost_is_decided_by_the_sweep(
+    client: FlaskClient, redis: redis_lib.Redis, worker: WorkerProcess, settings: Settings
+) -> None:
+    from workers.intake import Submission
+    from workers.runtime import Runtime
+    from workers.store import NewComment
+
+    runtime = Runtime(settings)
+    sub = Submission(**CLEAN)
+    # Stored, but never enqueued: as if the broker lost the message.
+    comment_id, _ = runtime.store.add(
+        NewComment(
+            post_id=sub.post_id,
+            author=sub.author,
+            comment=sub.comment,
+            email_enc=runtime.vault.encrypt(sub.email),
+            email_digest=runtime.vault.digest(sub.email),
+        )
+    )
+    wait_for(lambda: scored(redis, comment_id), timeout=settings.sweep_after_seconds + 8)
+
+
+def test_email_never_reaches_queue_messages_logs_or_public_responses(
+    client: FlaskClient,
+    redis: redis_lib.Redis,
+    worker: WorkerProcess,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    email = "secret.person+tag@private-mail.example"
+    published: list[str] = []
+
+    def capture(body: object = None, headers: object = None, **_: object) -> None:
+        published.append(json.dumps([body, headers], default=str))
+
+    # The exact payload and headers of every message published to the broker.
+    before_task_publish.connect(capture, weak=False)
+    comment_id = client.post("/api/v1/comments", json={**CLEAN, "email": email}).get_json()["id"]
+    client.post("/api/v1/comments", data={**CLEAN, "email": "bad@@" + email})
+    wait_for(lambda: scored(redis, comment_id))
+    before_task_publish.disconnect(capture)
+    assert published and any(comment_id in message for message in published)
+    responses = [
+        client.get(f"/api/v1/comments/{comment_id}").get_data(as_text=True),
+        client.get("/api/v1/posts/city-council/comments").get_data(as_text=True),
+        client.get("/api/v1/moderation/queue?status=approved", headers=AUTH).get_data(as_text=True),
+        client.get("/api/v1/moderation/queue?status=pending", headers=AUTH).get_data(as_text=True),
+    ]
+    for text in [*responses, *published, caplog.text, worker.output()]:
+        assert email not in text
+        assert "secret.person" not in text
+    # Everything in Redis (hashes, lists, Celery's queues and unacked messages): no plain address.
+    for key in redis.scan_iter("*"):
+        kind = redis.type(key)
+        dump = {
+            "hash": lambda k: json.dumps(redis.hgetall(k)),
+            "list": lambda k: json.dumps(redis.lrange(k, 0, -1)),
+            "string": lambda k: str(redis.get(k)),
+            "zset": lambda k: json.dumps(redis.zrange(k, 0, -1)),
+            "set": lambda k: json.dumps(sorted(redis.smembers(k))),
+        }.get(kind, lambda k: "")(key)
+        assert "secret.person" not in dump, key

@@ -1,0 +1,62 @@
+"""The decision policy: publish only the clearly clean, reject only clear spam, hold the rest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from model.policy import Signals, decide, held_for_error
+
+
+@dataclass(frozen=True)
+class FakeThresholds:
+    spam_reject: float = 0.95
+    spam_hold: float = 0.3
+    toxic_hold: float = 0.4
+
+
+@dataclass(frozen=True)
+class S:
+    spam: float
+    toxic: float
+    reasons: tuple[object, ...] = field(default_factory=tuple)
+
+
+T = FakeThresholds()
+
+
+def test_clean_comment_is_published() -> None:
+    decision = decide(S(0.01, 0.02), T)
+    assert decision.queue == "approved" and decision.status == "approved"
+
+
+def test_clear_spam_is_rejected_as_spam() -> None:
+    decision = decide(S(0.99, 0.01), T)
+    assert decision.queue == "spam" and decision.status == "rejected"
+    assert "spam_score_high" in decision.reasons
+
+
+def test_uncertain_spam_is_held() -> None:
+    decision = decide(S(0.5, 0.01), T)
+    assert decision.queue == "pending" and decision.label == "spam"
+
+
+def test_toxic_is_held_for_a_moderator_not_rejected() -> None:
+    decision = decide(S(0.01, 0.9), T)
+    assert decision.queue == "pending" and decision.label == "toxic"
+    assert "toxic_score" in decision.reasons
+
+
+def test_honeypot_rejects_even_clean_text() -> None:
+    decision = decide(S(0.0, 0.0), T, Signals(honeypot_filled=True))
+    assert decision.queue == "spam" and decision.reasons == ("honeypot_filled",)
+
+
+def test_submitting_too_fast_holds_clean_text() -> None:
+    decision = decide(S(0.0, 0.0), T, Signals(submit_seconds=0.5, min_submit_seconds=3))
+    assert decision.queue == "pending" and "submitted_too_fast" in decision.reasons
+    assert decide(S(0.0, 0.0), T, Signals(submit_seconds=30)).queue == "approved"
+
+
+def test_failed_scoring_never_publishes() -> None:
+    decision = held_for_error("scoring_failed")
+    assert decision.queue == "pending" and decision.reasons == ("scoring_failed",)

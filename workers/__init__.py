@@ -1,0 +1,1 @@
+"""Celery workers: the scoring pipeline, the Redis store and shared configuration."""

@@ -1,0 +1,63 @@
+"""Run a worker, the beat scheduler or a one-off sweep: ``python -m workers worker``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from workers.celery_app import create_celery
+from workers.logs import configure_logging
+from workers.settings import ConfigError, Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env().check()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def main() -> None:
+    """Moderation workers."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--concurrency", "-c", default=2, show_default=True, help="Worker processes.")
+@click.option("--pool", default="prefork", show_default=True)
+@click.option("--beat/--no-beat", default=False, help="Also run the periodic sweep in-process.")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(concurrency: int, pool: str, beat: bool, celery_args: tuple[str, ...]) -> None:
+    """Start a Celery worker that scores comments."""
+    settings = _settings()
+    configure_logging(settings.log_level)
+    app = create_celery(settings)
+    argv = ["worker", f"--concurrency={concurrency}", f"--pool={pool}", "--loglevel=INFO"]
+    if beat:
+        argv += ["--beat", f"--schedule={settings.model_dir.parent / 'celerybeat-schedule'}"]
+    app.worker_main(argv=[*argv, *celery_args])
+
+
+@main.command()
+def beat() -> None:
+    """Start the beat scheduler (runs the unscored-comment sweep periodically)."""
+    settings = _settings()
+    configure_logging(settings.log_level)
+    app = create_celery(settings)
+    app.start(argv=["beat", "--loglevel=INFO"])
+
+
+@main.command()
+def sweep() -> None:
+    """Re-enqueue comments that were stored but not scored in time, once."""
+    from workers.tasks import runtime_for
+    from workers.tasks import sweep as run_sweep
+
+    settings = _settings()
+    app = create_celery(settings)
+    click.echo(f"re-enqueued {run_sweep(app, runtime_for(app))} comments")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The one place that creates the Celery app."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from workers.settings import Settings
+
+SCORE_TASK = "workers.tasks.score_comment"
+SWEEP_TASK = "workers.tasks.sweep_unscored"
+SCORING_QUEUE = "scoring"
+
+
+def create_celery(settings: Settings) -> Celery:
+    """Create and configure the Celery app, with the moderation tasks registered."""
+    app = Celery("moderation", set_as_current=False)
+    app.conf.update(
+        broker_url=settings.redis_url,
+        # Results are never read: decisions are written to Redis by the task itself.
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=SCORING_QUEUE,
+        task_routes={SCORE_TASK: {"queue": SCORING_QUEUE}, SWEEP_TASK: {"queue": SCORING_QUEUE}},
+        # A task is acknowledged only after it ran, and redelivered if its worker dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={
+            # Well above any task's run time, or unacked tasks would run twice needlessly.
+            "visibility_timeout": settings.visibility_timeout_seconds,
+        },
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        beat_schedule={
+            "sweep-unscored": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
+        },
+        timezone="UTC",
+    )
+    app.conf["moderation_settings"] = settings
+    from workers.tasks import register_tasks  # tasks need the app; defined at creation time
+
+    register_tasks(app)
+    return app

@@ -1,0 +1,95 @@
+"""Email protection: encryption at rest, keyed look-up digests, masking, log redaction."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from workers.settings import ConfigError
+
+# Deliberately broad: a false positive in a log line costs nothing, a leak costs trust.
+EMAIL_PATTERN = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+\.[A-Za-z]{2,}")
+
+
+class EmailVault:
+    """Encrypt, decrypt and digest email addresses with keys from config."""
+
+    def __init__(self, encryption_keys: tuple[str, ...], hmac_key: str) -> None:
+        if not encryption_keys:
+            raise ConfigError("MODERATION_EMAIL_ENCRYPTION_KEYS is empty")
+        if not hmac_key:
+            raise ConfigError("MODERATION_EMAIL_HMAC_KEY is empty")
+        try:
+            self._fernet = MultiFernet([Fernet(key.encode()) for key in encryption_keys])
+        except ValueError:
+            raise ConfigError(
+                "MODERATION_EMAIL_ENCRYPTION_KEYS must be Fernet keys "
+                "(32 url-safe base64-encoded bytes each)"
+            ) from None
+        self._hmac_key = hmac_key.encode()
+
+    def encrypt(self, email: str) -> str:
+        """Return the address encrypted with the current (first) key."""
+        return self._fernet.encrypt(email.encode()).decode()
+
+    def decrypt(self, token: str) -> str | None:
+        """Return the address, or None when no configured key opens the token."""
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except (InvalidToken, ValueError):
+            return None
+
+    def digest(self, email: str) -> str:
+        """Return the keyed HMAC-SHA256 of the normalised address (for look-ups)."""
+        return hmac.new(self._hmac_key, normalise_email(email).encode(), hashlib.sha256).hexdigest()
+
+
+def normalise_email(email: str) -> str:
+    """Return the address in the form used for look-ups (trimmed, case-folded)."""
+    return email.strip().casefold()
+
+
+def generate_key() -> str:
+    """Return a new random Fernet key (also fine as an HMAC key)."""
+    return Fernet.generate_key().decode()
+
+
+def mask_email(email: str | None) -> str:
+    """Return a masked address such as ``j***@example.com`` for moderators."""
+    if not email or "@" not in email:
+        return "***"
+    local, _, domain = email.rpartition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def redact(text: str) -> str:
+    """Replace anything that looks like an email address."""
+    return EMAIL_PATTERN.sub("[email redacted]", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Scrub email addresses from every log record, as a last line of defence."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg = cleaned
+            record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = redact(str(record.exc_info[1]))
+            if text != str(record.exc_info[1]):
+                record.exc_info = None
+                record.exc_text = text
+        return True
+
+
+def ip_digest(ip: str | None, key: str) -> str:
+    """Return a short keyed digest of a client IP (full IPs are never stored)."""
+    if not ip:
+        return ""
+    return hmac.new(key.encode(), ip.encode(), hashlib.sha256).hexdigest()[:16]

@@ -1,0 +1,70 @@
+"""Per-process resources (Redis client, store, vault, model), created lazily after fork."""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import redis
+
+from workers.privacy import EmailVault
+from workers.settings import Settings
+from workers.store import CommentStore
+
+if TYPE_CHECKING:
+    from model import Classifier, ModelRegistry
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """Return a Redis client for the store, with short timeouts so outages fail fast."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=30,
+    )
+
+
+class Runtime:
+    """What a process needs to serve requests or run tasks, built on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._model_lock = threading.Lock()
+        self._classifier: Classifier | None = None
+        self._checked_at = 0.0
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis_client(self.settings)
+
+    @cached_property
+    def store(self) -> CommentStore:
+        return CommentStore(self.redis)
+
+    @cached_property
+    def vault(self) -> EmailVault:
+        return EmailVault(self.settings.email_encryption_keys, self.settings.email_hmac_key)
+
+    @cached_property
+    def registry(self) -> ModelRegistry:
+        from model import ModelRegistry
+
+        registry = ModelRegistry(self.settings.model_dir)
+        registry.ensure_seeded()
+        return registry
+
+    def classifier(self) -> Classifier:
+        """Return the live model, switching to a newly promoted one between tasks."""
+        now = time.monotonic()
+        with self._model_lock:
+            current = self._classifier
+            if current is None or now - self._checked_at >= self.settings.model_check_seconds:
+                self._checked_at = now
+                live = self.registry.live_version()
+                if current is None or (live is not None and live != current.version):
+                    self._classifier = self.registry.load(live)
+            assert self._classifier is not None  # noqa: S101 - set just above
+            return self._classifier

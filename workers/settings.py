@@ -1,0 +1,148 @@
+"""Typed, frozen configuration: the one place that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "MODERATION_"
+
+
+class ConfigError(ValueError):
+    """Raised at start-up when the configuration is missing or malformed."""
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _parse_list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service; see the configuration table in README.md."""
+
+    env: str = "development"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Secrets: required outside development. Email encryption keys are Fernet keys;
+    # several (comma-separated) allow rotation: the first encrypts, all decrypt.
+    secret_key: str = ""
+    email_encryption_keys: tuple[str, ...] = ()
+    email_hmac_key: str = ""
+    moderator_token: str = ""
+    # Model
+    model_dir: Path = Path("var/models")
+    model_check_seconds: float = 1.0
+    spam_reject_threshold: float | None = None
+    spam_hold_threshold: float | None = None
+    toxic_hold_threshold: float | None = None
+    # Intake
+    max_content_length: int = 256 * 1024
+    site_origins: tuple[str, ...] = ()
+    min_submit_seconds: float = 3.0
+    # Scoring pipeline
+    sweep_after_seconds: float = 60.0
+    sweep_interval_seconds: float = 30.0
+    task_max_retries: int = 5
+    visibility_timeout_seconds: int = 3600
+    # Public listing
+    page_size: int = 50
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_development(self) -> bool:
+        """Return True when running with development defaults (local secrets allowed)."""
+        return self.env in {"development", "test"}
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, str]) -> Settings:
+        """Build settings from MODERATION_* style string values (environment or a test dict)."""
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            key = ENV_PREFIX + f.name.upper()
+            if f.name == "redis_url" and "REDIS_URL" in values and key not in values:
+                key = "REDIS_URL"
+            if key not in values:
+                continue
+            raw = values[key]
+            try:
+                kwargs[f.name] = _coerce(f.name, raw, cls)
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+        return cls(**kwargs)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read the process environment; the only place that does."""
+        return cls.from_mapping(os.environ)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """Return a copy with some settings changed (tests and CLI use this)."""
+        return replace(self, **changes)
+
+    def check(self) -> Settings:
+        """Fail with a clear message if a required secret is missing outside development.
+
+        In development, missing secrets get fixed, publicly known values so a checkout works
+        at once; ``make run`` generates real ones under var/.
+        """
+        if self.is_development:
+            return self._with_development_secrets()
+        missing = [
+            ENV_PREFIX + name.upper()
+            for name in ("secret_key", "email_encryption_keys", "email_hmac_key", "moderator_token")
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise ConfigError(
+                "missing required secrets for env=%s: %s (see README, Configuration)"
+                % (self.env, ", ".join(missing))
+            )
+        return self
+
+    def _with_development_secrets(self) -> Settings:
+        changes: dict[str, Any] = {}
+        if not self.secret_key:
+            changes["secret_key"] = "development-only-secret-key"
+        if not self.email_encryption_keys:
+            # A valid Fernet key (32 bytes, base64) that is public: development only.
+            changes["email_encryption_keys"] = ("ZGV2ZWxvcG1lbnQtb25seS1rZXktZG8tbm90LXVzZSE=",)
+        if not self.email_hmac_key:
+            changes["email_hmac_key"] = "development-only-hmac-key"
+        return replace(self, **changes) if changes else self
+
+
+_FLOAT_OR_NONE = {"spam_reject_threshold", "spam_hold_threshold", "toxic_hold_threshold"}
+
+
+def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
+    default = getattr(cls, name, None) if name not in _FLOAT_OR_NONE else None
+    if name in _FLOAT_OR_NONE:
+        value = float(raw) if raw.strip() else None
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError("must be between 0 and 1")
+        return value
+    if name in {"email_encryption_keys", "site_origins"}:
+        return _parse_list(raw)
+    if name == "model_dir":
+        return Path(raw)
+    if isinstance(default, bool):
+        return _parse_bool(raw)
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
