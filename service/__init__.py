@@ -47,8 +47,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    runtime = Runtime(settings)
+    runtime.vault  # noqa: B018 - fail at start-up, not on the first comment, if keys are bad
     app.extensions["moderation"] = Services(
-        settings=settings, runtime=Runtime(settings), celery=create_celery(settings)
+        settings=settings, runtime=runtime, celery=create_celery(settings)
     )
 
     from service.comments import bp as comments_bp

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 import redis as redis_lib
@@ -26,7 +27,7 @@ TEST_SECRETS = {
     "MODERATION_ENV": "test",
     "MODERATION_SECRET_KEY": "test-secret-key",
     # Fernet keys: 32 url-safe base64 bytes; fixed so failures are reproducible.
-    "MODERATION_EMAIL_ENCRYPTION_KEYS": "dGVzdC1lbmNyeXB0aW9uLWtleS0zMi1ieXRlcy1sb25n",
+    "MODERATION_EMAIL_ENCRYPTION_KEYS": "dGVzdC1lbmNyeXB0aW9uLWtleS0zMi1ieXRlcy1vayE=",
     "MODERATION_EMAIL_HMAC_KEY": "test-hmac-key",
     "MODERATION_MODERATOR_TOKEN": MODERATOR_TOKEN,
 }
@@ -111,8 +112,19 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, settings: Settings, timeout: float = 30.0) -> WorkerProcess:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(  # noqa: S603 - fixed argv
+        with self.log_path.open("ab") as log:
+            self.process = self._spawn(log)
+        celery = create_celery(settings)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early; see {self.log_path}")
+            if celery.control.ping(timeout=0.5):
+                return self
+        raise RuntimeError(f"worker did not answer within {timeout}s; see {self.log_path}")
+
+    def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 - fixed argv
             [
                 sys.executable,
                 "-m",
@@ -129,14 +141,6 @@ class WorkerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        celery = create_celery(settings)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited early; see {self.log_path}")
-            if celery.control.ping(timeout=0.5):
-                return self
-        raise RuntimeError(f"worker did not answer within {timeout}s; see {self.log_path}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
