@@ -1,0 +1,271 @@
+"""Command line for training, evaluating, scoring and managing model versions."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from model.errors import ArtifactError, DataError
+from model.registry import (
+    LIVE_FILE,
+    VERSIONS_DIR,
+    ModelRegistry,
+    RegistryError,
+    bundled_artifacts_dir,
+    load_classifier,
+    newest_artifact,
+)
+from model.scoring import Classifier
+
+_DIR = click.Path(file_okay=False, path_type=Path)
+_EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+_EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.group()
+def cli() -> None:
+    """Train, evaluate and serve the spam/toxicity model."""
+
+
+def _is_registry(path: Path) -> bool:
+    return (path / LIVE_FILE).exists() or (path / VERSIONS_DIR).is_dir()
+
+
+@cli.command()
+@click.option("--data", "data_dir", type=_EXISTING_DIR, required=True,
+              help="Folder with the public datasets (e.g. ../shared/data).")
+@click.option("--labels", "label_files", type=_EXISTING_FILE, multiple=True,
+              help="Moderator decisions (JSONL from export-labels); repeatable.")
+@click.option("--out", "out_dir", type=_DIR, required=True,
+              help="A registry root (candidate goes to versions/) or a folder for the artifact.")
+@click.option("--max-rows-per-source", type=click.IntRange(min=10), default=None,
+              help="Sample at most this many rows per dataset (quick experiments).")
+@click.option("--version", "version", default=None, help="Version name (default: time + hash).")
+@click.option("--quiet", is_flag=True, help="Hide the progress bar.")
+def train(
+    data_dir: Path,
+    label_files: tuple[Path, ...],
+    out_dir: Path,
+    max_rows_per_source: int | None,
+    version: str | None,
+    quiet: bool,
+) -> None:
+    """Train a candidate model version (never made live here; use promote)."""
+    from model.features import TrainConfig
+    from model.training import train as run_training
+
+    config = TrainConfig(max_rows_per_source=max_rows_per_source)
+    try:
+        if _is_registry(out_dir):
+            with tempfile.TemporaryDirectory(prefix="train-") as tmp:
+                result = run_training(data_dir, Path(tmp), label_files=label_files,
+                                      config=config, progress=not quiet, version=version)
+                ModelRegistry(out_dir).add_candidate(result.folder)
+            where = out_dir / VERSIONS_DIR / result.version
+        else:
+            result = run_training(data_dir, out_dir, label_files=label_files, config=config,
+                                  progress=not quiet, version=version)
+            where = result.folder
+    except (DataError, ArtifactError, RegistryError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    validation = result.metadata["metrics"]["validation"]
+    click.echo(f"trained candidate {result.version} -> {where}")
+    for label in ("spam", "toxic"):
+        auc = validation[label]["overall"]["roc_auc"]
+        click.echo(f"  {label}: out-of-fold ROC-AUC {auc:.4f}")
+    click.echo(result.version)
+
+
+def _model_options(func: Any) -> Any:
+    func = click.option("--artifact", type=_EXISTING_DIR, default=None,
+                        help="An artifact folder (default: the bundled model).")(func)
+    func = click.option("--version", "version", default=None,
+                        help="Version in --registry (default: live).")(func)
+    func = click.option("--registry", type=_DIR, default=None, help="Registry root.")(func)
+    return func
+
+
+def _resolve_model(registry: Path | None, version: str | None, artifact: Path | None) -> Classifier:
+    try:
+        if artifact is not None:
+            return load_classifier(artifact)
+        if registry is not None:
+            return ModelRegistry(registry).load(version)
+        return load_classifier(newest_artifact(bundled_artifacts_dir()))
+    except (ArtifactError, RegistryError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command()
+@_model_options
+@click.option("--data", "data_dir", type=_EXISTING_DIR, default=None,
+              help="Datasets folder; its OLID official test set A is used.")
+@click.option("--labels", "label_files", type=_EXISTING_FILE, multiple=True,
+              help="Labelled JSONL (moderator format) to evaluate on; repeatable.")
+@click.option("--out", "out_dir", type=_DIR, required=True, help="Folder for the report.")
+def evaluate(
+    registry: Path | None,
+    version: str | None,
+    artifact: Path | None,
+    data_dir: Path | None,
+    label_files: tuple[Path, ...],
+    out_dir: Path,
+) -> None:
+    """Report held-out metrics (markdown, JSON, ROC/PR curves, confusion matrices)."""
+    from model.evaluation_sets import default_eval_sets
+    from model.evaluation_sets import evaluate as run_evaluation
+
+    classifier = _resolve_model(registry, version, artifact)
+    try:
+        sets = default_eval_sets(data_dir, label_files)
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not sets:
+        raise click.ClickException("no evaluation set: pass --data and/or --labels")
+    report = run_evaluation(classifier, sets, out_dir)
+    for name, m in report["sets"].items():
+        click.echo(f"{name}: ROC-AUC {m['roc_auc']:.4f}  Brier {m['brier']:.4f}  n={int(m['n'])}")
+    click.echo(f"report written to {out_dir}")
+
+
+def _read_texts(path: Path) -> tuple[list[dict[str, Any]], list[str], str]:
+    """Read rows with a ``text`` field from CSV or JSONL; return rows, field names, format."""
+    kind = "jsonl" if path.suffix.lower() in (".jsonl", ".json", ".ndjson") else "csv"
+    with path.open(encoding="utf-8", newline="") as handle:
+        if kind == "jsonl":
+            rows = [json.loads(line) for line in handle if line.strip()]
+            fields = list(rows[0]) if rows else ["text"]
+        else:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            fields = list(reader.fieldnames or [])
+    if rows and any(not isinstance(r, dict) or "text" not in r for r in rows):
+        raise click.ClickException(f"{path}: every row needs a 'text' field")
+    return rows, fields, kind
+
+
+def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@cli.command()
+@_model_options
+@click.argument("input_path", type=_EXISTING_FILE)
+@click.option("--output", "output", type=click.File("w", encoding="utf-8"), default="-",
+              help="Where to write the scored rows (default: stdout).")
+def score(
+    registry: Path | None,
+    version: str | None,
+    artifact: Path | None,
+    input_path: Path,
+    output: TextIO,
+) -> None:
+    """Score a CSV or JSONL file with a 'text' column; add 'spam' and 'toxic' columns."""
+    classifier = _resolve_model(registry, version, artifact)
+    rows, fields, kind = _read_texts(input_path)
+    for chunk in _chunks(rows, 1000):
+        for row, (spam, toxic) in zip(chunk, classifier.score_batch([str(r["text"]) for r in chunk]),
+                                      strict=True):
+            row["spam"], row["toxic"] = round(spam, 6), round(toxic, 6)
+    if kind == "jsonl":
+        for row in rows:
+            output.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        names = [f for f in fields if f not in ("spam", "toxic")] + ["spam", "toxic"]
+        writer = csv.DictWriter(output, fieldnames=names, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+_REGISTRY = click.option("--registry", type=_DIR, required=True, help="Registry root.")
+
+
+@cli.command()
+@_REGISTRY
+@click.argument("version")
+@click.option("--force", is_flag=True, help="Promote even if worse than the live model.")
+def promote(registry: Path, version: str, force: bool) -> None:
+    """Make VERSION live (refused if it scores worse than the live model, unless --force)."""
+    try:
+        ModelRegistry(registry).promote(version, force=force)
+    except (RegistryError, ArtifactError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"live version: {version}")
+
+
+@cli.command()
+@_REGISTRY
+def rollback(registry: Path) -> None:
+    """Make the previously live version live again."""
+    try:
+        version = ModelRegistry(registry).rollback()
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"live version: {version}")
+
+
+@cli.command(name="list")
+@_REGISTRY
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_versions(registry: Path, as_json: bool) -> None:
+    """List stored versions, marking the live one."""
+    versions = ModelRegistry(registry).list_versions()
+    if as_json:
+        click.echo(json.dumps(versions, indent=2))
+        return
+    for v in versions:
+        mark = "*" if v["live"] else " "
+        spam, toxic = v.get("spam_roc_auc"), v.get("toxic_roc_auc")
+        aucs = (f"spam AUC {spam:.4f}  toxic AUC {toxic:.4f}"
+                if spam is not None and toxic is not None else v.get("error", ""))
+        click.echo(f"{mark} {v['version']}  {v.get('created_at') or ''}  {aucs}")
+
+
+@cli.command()
+@_REGISTRY
+@click.option("--source", type=_EXISTING_DIR, default=None,
+              help="Folder of artifacts to seed from (default: the bundled model).")
+def seed(registry: Path, source: Path | None) -> None:
+    """Make the bundled default model live if the registry has no live version."""
+    try:
+        click.echo(ModelRegistry(registry).ensure_seeded(source))
+    except (RegistryError, ArtifactError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command(name="build-default")
+@click.option("--data", "data_dir", type=_EXISTING_DIR, required=True,
+              help="Folder with the public datasets.")
+@click.option("--out", "out_dir", type=_DIR, default=None,
+              help="Where to put the artifact (default: the package's model/artifacts).")
+def build_default(data_dir: Path, out_dir: Path | None) -> None:
+    """Train on all public data and replace the bundled default artifact (used by make model)."""
+    from model.training import train as run_training
+
+    target = out_dir or bundled_artifacts_dir()
+    with tempfile.TemporaryDirectory(prefix="default-") as tmp:
+        result = run_training(data_dir, Path(tmp))
+        target.mkdir(parents=True, exist_ok=True)
+        for old in target.iterdir():
+            if old.is_dir() and (old / "metadata.json").exists():
+                shutil.rmtree(old)
+        shutil.copytree(result.folder, target / result.version)
+    click.echo(f"default model {result.version} -> {target / result.version}")
+
+
+def main() -> None:
+    """Console-script entry point (``moderation-model``)."""
+    cli(prog_name="moderation-model")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""A directory of model versions with an atomically replaced live pointer."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from model.artifact import load_artifact, read_metadata, verify_artifact
+from model.errors import ArtifactError
+from model.scoring import Classifier
+
+LIVE_FILE = "LIVE"
+HISTORY_FILE = "history.json"
+EVALUATION_FILE = "evaluation.jsonl"
+VERSIONS_DIR = "versions"
+# A candidate may trail the live model by this much ROC-AUC (noise between runs) and still win.
+PROMOTE_TOLERANCE = 0.005
+
+_cache: dict[str, Classifier] = {}
+_cache_lock = threading.Lock()
+
+
+class RegistryError(Exception):
+    """Refuse a registry operation (unknown version, nothing to roll back to, ...)."""
+
+
+class PromotionRefused(RegistryError):
+    """Refuse to promote a candidate that scores worse than the live model."""
+
+
+def bundled_artifacts_dir() -> Path:
+    """Return model/artifacts inside the installed package (the committed default model)."""
+    return Path(__file__).resolve().parent / "artifacts"
+
+
+def load_classifier(folder: Path) -> Classifier:
+    """Verify and load an artifact folder, once per process per folder and version."""
+    key = str(folder.resolve())
+    with _cache_lock:
+        cached = _cache.get(key)
+        if cached is not None:
+            return cached
+        bundle, metadata = load_artifact(folder)
+        classifier = Classifier(bundle, metadata)
+        _cache[key] = classifier
+        return classifier
+
+
+def newest_artifact(folder: Path) -> Path:
+    """Return the most recently created artifact folder directly under ``folder``."""
+    found: list[tuple[str, Path]] = []
+    for child in folder.iterdir() if folder.is_dir() else ():
+        if (child / "metadata.json").is_file():
+            found.append((str(read_metadata(child).get("created_at", "")), child))
+    if not found:
+        raise ArtifactError(f"no model artifact under {folder}")
+    return max(found)[1]
+
+
+class ModelRegistry:
+    """Model versions under ``root/versions/<version>`` and a ``root/LIVE`` pointer file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def versions_dir(self) -> Path:
+        """Folder holding one sub-folder per version."""
+        return self.root / VERSIONS_DIR
+
+    def version_dir(self, version: str) -> Path:
+        """Return the folder of ``version`` (refusing names that escape the registry)."""
+        if not version or "/" in version or version.startswith(".") or "\\" in version:
+            raise RegistryError(f"invalid version name {version!r}")
+        return self.versions_dir / version
+
+    def live_version(self) -> str | None:
+        """Return the live version, reading only the small pointer file."""
+        try:
+            text = (self.root / LIVE_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return text or None
+
+    def load(self, version: str | None = None) -> Classifier:
+        """Return a verified classifier for ``version`` (default: the live one), cached."""
+        if version is None:
+            version = self.live_version()
+            if version is None:
+                raise RegistryError(f"{self.root}: no live model version; run ensure_seeded()")
+        folder = self.version_dir(version)
+        if not folder.is_dir():
+            raise RegistryError(f"{self.root}: unknown version {version}")
+        return load_classifier(folder)
+
+    def add_candidate(self, folder: Path) -> str:
+        """Copy a trained artifact folder in as a candidate (not live); return its version."""
+        metadata = verify_artifact(folder)
+        version: str = metadata["version"]
+        target = self.version_dir(version)
+        if target.exists():
+            if (target / "metadata.json").read_bytes() == (folder / "metadata.json").read_bytes():
+                return version
+            raise RegistryError(f"{self.root}: a different artifact {version} already exists")
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.versions_dir))
+        try:
+            shutil.copytree(folder, staging, dirs_exist_ok=True)
+            os.replace(staging, target)  # readers never see a half-copied version
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not target.exists():
+                raise
+        return version
+
+    def ensure_seeded(self, source: Path | None = None) -> str:
+        """Make the bundled default artifact live if nothing is live yet; return the live version."""
+        with self._locked():
+            live = self.live_version()
+            if live is not None:
+                return live
+            artifact = newest_artifact(source or bundled_artifacts_dir())
+            version = self.add_candidate(artifact)
+            self._write_live(version)
+            return version
+
+    def promote(self, version: str, *, force: bool = False) -> None:
+        """Make ``version`` live, refusing one worse than the live model unless ``force``."""
+        with self._locked():
+            candidate = self.load(version)
+            live = self.live_version()
+            if live == version:
+                return
+            if live is not None and not force:
+                self._check_not_worse(candidate, self.load(live))
+            history = self._history()
+            if live is not None:
+                history.append(live)
+            self._write_json(HISTORY_FILE, history)
+            self._write_live(version)
+
+    def rollback(self) -> str:
+        """Make the previously live version live again; return it."""
+        with self._locked():
+            history = self._history()
+            if not history:
+                raise RegistryError(f"{self.root}: no previous live version to roll back to")
+            previous = history.pop()
+            if not self.version_dir(previous).is_dir():
+                raise RegistryError(f"{self.root}: previous version {previous} is missing")
+            self._write_json(HISTORY_FILE, history)
+            self._write_live(previous)
+            return previous
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        """Return one summary per stored version, oldest first, marking the live one."""
+        live = self.live_version()
+        out: list[dict[str, Any]] = []
+        if not self.versions_dir.is_dir():
+            return out
+        for child in self.versions_dir.iterdir():
+            if child.name.startswith(".") or not child.is_dir():
+                continue
+            try:
+                meta = read_metadata(child)
+            except ArtifactError as exc:
+                out.append({"version": child.name, "live": child.name == live, "error": str(exc)})
+                continue
+            validation = meta.get("metrics", {}).get("validation", {})
+            out.append(
+                {
+                    "version": child.name,
+                    "created_at": meta.get("created_at"),
+                    "live": child.name == live,
+                    "spam_roc_auc": validation.get("spam", {}).get("overall", {}).get("roc_auc"),
+                    "toxic_roc_auc": validation.get("toxic", {}).get("overall", {}).get("roc_auc"),
+                    "moderator_label_files": len(
+                        meta.get("training_data", {}).get("moderator_labels", {})
+                    ),
+                }
+            )
+        return sorted(out, key=lambda d: (str(d.get("created_at") or ""), d["version"]))
+
+    def evaluation_file(self) -> Path:
+        """Path of the optional fixed evaluation set (moderator-label JSONL format)."""
+        return self.root / EVALUATION_FILE
+
+    def compare(self, candidate: Classifier, live: Classifier) -> dict[str, dict[str, float]]:
+        """Return ROC-AUC per label for both models on the comparison set."""
+        from model.evaluation_sets import compare_models
+
+        return compare_models(candidate, live, self.evaluation_file())
+
+    def _check_not_worse(self, candidate: Classifier, live: Classifier) -> None:
+        comparison = self.compare(candidate, live)
+        worse = [
+            f"{label}: candidate ROC-AUC {c['candidate']:.4f} < live {c['live']:.4f}"
+            for label, c in comparison.items()
+            if c["candidate"] < c["live"] - PROMOTE_TOLERANCE
+        ]
+        if worse:
+            raise PromotionRefused(
+                f"{candidate.version} is worse than live {live.version} on "
+                f"{next(iter(comparison.values()))['set']}: " + "; ".join(worse)
+                + " (use force=True to promote anyway)"
+            )
+
+    def _history(self) -> list[str]:
+        try:
+            data = json.loads((self.root / HISTORY_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        if not isinstance(data, list):
+            raise RegistryError(f"{self.root / HISTORY_FILE}: not a list")
+        return [str(v) for v in data]
+
+    def _write_live(self, version: str) -> None:
+        self._atomic_write(LIVE_FILE, version + "\n")
+
+    def _write_json(self, name: str, data: object) -> None:
+        self._atomic_write(name, json.dumps(data, indent=1) + "\n")
+
+    def _atomic_write(self, name: str, text: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.root)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.root / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise registry writes across processes (workers may seed concurrently)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,245 @@
+"""Train both label heads on the shared datasets (plus moderator labels) into an artifact."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import sparse
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from tqdm import tqdm
+
+from model.artifact import save_artifact
+from model.datasets import (
+    LABELS,
+    Row,
+    dedupe,
+    file_hashes,
+    load_rows,
+    read_moderator_labels,
+    sha256_file,
+)
+from model.errors import DataError
+from model.evaluation import (
+    binary_metrics,
+    hold_threshold,
+    jsonable,
+    per_group_metrics,
+    reject_threshold,
+    threshold_report,
+)
+from model.features import TrainConfig, build_features
+from model.text import normalise
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a training run wrote its artifact and what it measured."""
+
+    version: str
+    folder: Path
+    metadata: dict[str, Any]
+
+
+@dataclass
+class _Head:
+    label: str
+    rows: list[Row]
+    index: NDArray[np.int64]  # row positions in the shared feature matrix
+    y: NDArray[np.int_]
+    weight: NDArray[np.float64]
+
+
+def select_rows(
+    data_dir: Path, label_files: Sequence[Path], config: TrainConfig
+) -> tuple[list[Row], dict[str, dict[str, int]]]:
+    """Read, sample and de-duplicate training rows; return them with per-source counts."""
+    rows = load_rows(data_dir)
+    if config.max_rows_per_source is not None:
+        rows = _sample_per_source(rows, config.max_rows_per_source, config.random_state)
+    for path in label_files:
+        rows.extend(read_moderator_labels(path))
+    rows = dedupe(rows)
+    rows = [r for r in rows if _source_weight(r, config) > 0]
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"rows": 0, "positives": 0})
+    for r in rows:
+        key = f"{r.label}/{r.source}"
+        counts[key]["rows"] += 1
+        counts[key]["positives"] += r.target
+    for label in LABELS:
+        targets = {r.target for r in rows if r.label == label}
+        if targets != {0, 1}:
+            raise DataError(f"no usable {label} training data with both classes in {data_dir}")
+    return rows, dict(sorted(counts.items()))
+
+
+def _sample_per_source(rows: list[Row], limit: int, seed: int) -> list[Row]:
+    by_source: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for r in rows:
+        by_source[(r.label, r.source)].append(r)
+    rng = random.Random(seed)
+    out: list[Row] = []
+    for key in sorted(by_source):
+        group = by_source[key]
+        out.extend(group if len(group) <= limit else rng.sample(group, limit))
+    return out
+
+
+def _source_weight(row: Row, config: TrainConfig) -> float:
+    if row.source == "moderator":
+        return config.moderator_weight
+    return config.source_weights.get(row.source, 0.0) * row.weight
+
+
+def fit_heads(
+    rows: list[Row], config: TrainConfig, progress: tqdm[Any] | None = None
+) -> tuple[dict[str, Any], dict[str, NDArray[np.float64]], dict[str, _Head]]:
+    """Fit features and both heads; return the bundle, out-of-fold probabilities and heads."""
+    features = build_features(config)
+    texts = [normalise(r.text) for r in rows]
+    x = features.fit_transform(texts).tocsr()
+    _tick(progress, "features")
+    heads: dict[str, _Head] = {}
+    for label in LABELS:
+        index = np.array([i for i, r in enumerate(rows) if r.label == label], dtype=np.int64)
+        sub = [rows[i] for i in index]
+        heads[label] = _Head(
+            label,
+            sub,
+            index,
+            np.array([r.target for r in sub], dtype=np.int_),
+            np.array([_source_weight(r, config) for r in sub], dtype=np.float64),
+        )
+    bundle: dict[str, Any] = {"features": features}
+    oof: dict[str, NDArray[np.float64]] = {}
+    for label, head in heads.items():
+        c = config.c_spam if label == "spam" else config.c_toxic
+        xh = x[head.index]
+        margins = _out_of_fold_margins(xh, head, c, config)
+        _tick(progress, f"{label} validation folds")
+        calibrator = LogisticRegression(C=1e4)
+        calibrator.fit(margins.reshape(-1, 1), head.y, sample_weight=head.weight)
+        oof[label] = calibrator.predict_proba(margins.reshape(-1, 1))[:, 1]
+        bundle[label] = _fit_linear(xh, head.y, head.weight, c, config.random_state)
+        bundle[f"{label}_calibrator"] = calibrator
+        _tick(progress, f"{label} final fit")
+    return bundle, oof, heads
+
+
+def _fit_linear(
+    x: sparse.csr_matrix, y: NDArray[np.int_], w: NDArray[np.float64], c: float, seed: int
+) -> LogisticRegression:
+    model = LogisticRegression(C=c, solver="liblinear", max_iter=1000, random_state=seed)
+    model.fit(x, y, sample_weight=w)
+    return model
+
+
+def _out_of_fold_margins(
+    x: sparse.csr_matrix, head: _Head, c: float, config: TrainConfig
+) -> NDArray[np.float64]:
+    """Return each row's linear margin from a model that never saw that row."""
+    strata = [f"{r.source}:{r.target}" for r in head.rows]
+    counts = Counter(strata)
+    # Strata too small to split fall back to the label alone.
+    strata = [s if counts[s] >= config.calibration_folds else s.rsplit(":", 1)[1] for s in strata]
+    folds = StratifiedKFold(config.calibration_folds, shuffle=True, random_state=config.random_state)
+    margins = np.zeros(len(head.rows))
+
+    def run(split: tuple[NDArray[np.int_], NDArray[np.int_]]) -> None:
+        train, test = split
+        model = _fit_linear(x[train], head.y[train], head.weight[train], c, config.random_state)
+        margins[test] = model.decision_function(x[test])
+
+    # liblinear releases the GIL, so threads use both cores without copying the matrix.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(run, folds.split(np.zeros(len(strata)), strata)))
+    return margins
+
+
+def validation_summary(
+    oof: dict[str, NDArray[np.float64]], heads: dict[str, _Head]
+) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
+    """Return out-of-fold metrics, thresholds chosen on them, and the thresholds' behaviour."""
+    metrics: dict[str, Any] = {}
+    for label, head in heads.items():
+        metrics[label] = {
+            "overall": binary_metrics(head.y, oof[label]),
+            "by_source": per_group_metrics(head.y, oof[label], [r.source for r in head.rows]),
+        }
+    spam, toxic = heads["spam"], heads["toxic"]
+    thresholds = {
+        "spam_reject": reject_threshold(spam.y, oof["spam"]),
+        "spam_hold": hold_threshold(spam.y, oof["spam"]),
+        "toxic_hold": hold_threshold(toxic.y, oof["toxic"]),
+    }
+    behaviour = {
+        "spam_reject": threshold_report(spam.y, oof["spam"], thresholds["spam_reject"]),
+        "spam_hold": threshold_report(spam.y, oof["spam"], thresholds["spam_hold"]),
+        "toxic_hold": threshold_report(toxic.y, oof["toxic"], thresholds["toxic_hold"]),
+    }
+    return metrics, thresholds, behaviour
+
+
+def train(
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    label_files: Sequence[Path] = (),
+    config: TrainConfig | None = None,
+    progress: bool = True,
+    version: str | None = None,
+) -> TrainResult:
+    """Train on ``data_dir`` (+ moderator labels) and write ``out_dir/<version>``."""
+    config = config or TrainConfig()
+    data_dir = data_dir.resolve()
+    with tqdm(total=7, desc="train", unit="step", disable=not progress) as bar:
+        rows, counts = select_rows(data_dir, label_files, config)
+        _tick(bar, f"read {len(rows)} rows")
+        bundle, oof, heads = fit_heads(rows, config, bar)
+        metrics, thresholds, behaviour = validation_summary(oof, heads)
+        hashes = file_hashes(data_dir)
+        label_hashes = {str(p): sha256_file(p) for p in label_files}
+        created = datetime.now(UTC)
+        if version is None:
+            digest = hashlib.sha256(
+                json.dumps([hashes, label_hashes, config.to_dict()], sort_keys=True).encode()
+            ).hexdigest()
+            version = f"{created:%Y%m%d-%H%M%S}-{digest[:8]}"
+        metadata = jsonable(
+            {
+                "version": version,
+                "created_at": created.isoformat(timespec="seconds"),
+                "config": config.to_dict(),
+                "training_data": {
+                    "root": str(data_dir),
+                    "files": hashes,
+                    "moderator_labels": label_hashes,
+                    "rows": counts,
+                },
+                "metrics": {"validation": metrics, "validation_protocol": (
+                    f"{config.calibration_folds}-fold out-of-fold predictions, stratified by "
+                    "source and label, on the training pool (after de-duplication)")},
+                "thresholds": thresholds,
+                "threshold_behaviour": behaviour,
+            }
+        )
+        folder = save_artifact(out_dir / version, bundle, metadata)
+        _tick(bar, "saved")
+    return TrainResult(version, folder, metadata)
+
+
+def _tick(bar: tqdm[Any] | None, what: str) -> None:
+    if bar is not None:
+        bar.set_postfix_str(what)
+        bar.update(1)
