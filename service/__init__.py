@@ -53,16 +53,32 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         settings=settings, runtime=runtime, celery=create_celery(settings)
     )
 
+    from service.abuse import author_key, client_key, install_abuse_protection, is_moderator
     from service.comments import bp as comments_bp
     from service.comments import demo as demo_bp
     from service.errors import register_error_handlers
     from service.health import bp as health_bp
     from service.moderation import bp as moderation_bp
+    from service.openapi import bp as openapi_bp
+    from service.privacy import bp as privacy_bp
 
+    limiter = install_abuse_protection(app, settings)
+    for limit, key in (
+        (settings.rate_limit_ip, client_key),
+        (settings.rate_limit_author, author_key),
+    ):
+        if limit:
+            limiter.limit(limit, key_func=key, methods=["POST"], exempt_when=is_moderator)(
+                comments_bp
+            )
+    for blueprint in (moderation_bp, privacy_bp, health_bp, demo_bp, openapi_bp):
+        limiter.exempt(blueprint)
     app.register_blueprint(comments_bp)
     app.register_blueprint(moderation_bp)
+    app.register_blueprint(privacy_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(demo_bp)
+    app.register_blueprint(openapi_bp)
     register_error_handlers(app)
 
     @app.before_request

@@ -1,8 +1,7 @@
-"""Moderator authentication: a bearer token compared in constant time."""
+"""Moderator authentication and roles: named bearer tokens, stored hashed."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -11,6 +10,7 @@ from flask import g, request
 
 from service import services
 from service.errors import problem
+from workers.moderation import Moderator, Role, authenticate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,21 +22,36 @@ def bearer_token() -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def require_moderator(view: F) -> F:
-    """Refuse the request with 401 unless it carries a valid moderator token."""
+def current_moderator() -> Moderator | None:
+    """Return the moderator making this request (cached per request), or None."""
+    if "moderator" not in g:
+        token = bearer_token()
+        svc = services()
+        g.moderator = (
+            authenticate(svc.runtime.store, token, svc.settings.moderator_token) if token else None
+        )
+    found: Moderator | None = g.moderator
+    return found
 
-    @wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        expected = services().settings.moderator_token
-        given = bearer_token()
-        if not expected or not given or not hmac.compare_digest(given.encode(), expected.encode()):
-            return problem(
-                401,
-                "Unauthorized",
-                "A valid moderator token is required.",
-                headers={"WWW-Authenticate": 'Bearer realm="moderation"'},
-            )
-        g.moderator = "moderator"
-        return view(*args, **kwargs)
 
-    return wrapped  # type: ignore[return-value]
+def require_role(role: Role) -> Callable[[F], F]:
+    """Refuse with 401 without a valid token, 403 when the token's role may not act."""
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            moderator = current_moderator()
+            if moderator is None:
+                return problem(
+                    401,
+                    "Unauthorized",
+                    "A valid moderator token is required.",
+                    headers={"WWW-Authenticate": 'Bearer realm="moderation"'},
+                )
+            if role == "admin" and moderator.role != "admin":
+                return problem(403, "Forbidden", "This action needs an admin token.")
+            return view(*args, **kwargs)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorate

@@ -143,6 +143,18 @@ def submit() -> Response | tuple[Response, int]:
         svc.runtime, svc.celery, result, request_id=g.request_id, client_ip=request.remote_addr
     )
     status_url = url_for("comments.status", comment_id=accepted.id)
+    if accepted.duplicate_of is not None:
+        if browser:
+            return Response(
+                render_template("received.html", comment_id=accepted.id), 409, mimetype="text/html"
+            )
+        return problem(
+            409,
+            "Conflict",
+            "The same comment was already submitted.",
+            id=accepted.duplicate_of,
+            status_url=status_url,
+        )
     if browser:
         if back_to:
             target = back_to.split("#", 1)[0] + f"#comment-{accepted.id}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -62,6 +63,10 @@ def settings_values(redis_server: EmbeddedRedis, model_dir: Path) -> dict[str, s
         "MODERATION_SWEEP_INTERVAL_SECONDS": "1",
         "MODERATION_MODEL_CHECK_SECONDS": "0.2",
         "MODERATION_LOG_LEVEL": "INFO",
+        # Tests post many comments from one address; tests of these features raise them.
+        "MODERATION_RATE_LIMIT_IP": "100000/minute",
+        "MODERATION_RATE_LIMIT_AUTHOR": "100000/minute",
+        "MODERATION_DUPLICATE_WINDOW_SECONDS": "0",
     }
 
 
@@ -105,15 +110,23 @@ def client(app: Flask) -> FlaskClient:
 class WorkerProcess:
     """A real `python -m workers worker` process whose output goes to a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 1) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int = 1,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.concurrency = concurrency
+        self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, settings: Settings, timeout: float = 30.0) -> WorkerProcess:
-        with self.log_path.open("ab") as log:
-            self.process = self._spawn(log)
+        """Start the worker and wait until it answers a ping."""
+        self.spawn()
+        assert self.process is not None
         celery = create_celery(settings)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -122,6 +135,12 @@ class WorkerProcess:
             if celery.control.ping(timeout=0.5):
                 return self
         raise RuntimeError(f"worker did not answer within {timeout}s; see {self.log_path}")
+
+    def spawn(self) -> WorkerProcess:
+        """Start the worker without waiting for it (it starts consuming as soon as it can)."""
+        with self.log_path.open("ab") as log:
+            self.process = self._spawn(log)
+        return self
 
     def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # noqa: S603 - fixed argv
@@ -135,11 +154,14 @@ class WorkerProcess:
                 "--beat",
                 "--without-gossip",
                 "--without-mingle",
+                *self.extra_args,
             ],
             env=self.env,
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
+            # Its own process group, so kill() reaches the pool children and the beat process.
+            start_new_session=True,
         )
 
     def stop(self) -> None:
@@ -148,8 +170,13 @@ class WorkerProcess:
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.kill()
+
+    def kill(self) -> None:
+        """Kill the worker, its pool children and its beat at once with SIGKILL, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from workers.celery_app import create_celery
+from workers.celery_app import SCORING_QUEUE, WEBHOOK_QUEUE, create_celery
 from workers.logs import configure_logging
 from workers.settings import ConfigError, Settings
 
@@ -27,13 +27,28 @@ def main() -> None:
 @click.option("--concurrency", "-c", default=2, show_default=True, help="Worker processes.")
 @click.option("--pool", default="prefork", show_default=True)
 @click.option("--beat/--no-beat", default=False, help="Also run the periodic sweep in-process.")
+@click.option(
+    "--queues",
+    "-Q",
+    default=f"{SCORING_QUEUE},{WEBHOOK_QUEUE}",
+    show_default=True,
+    help="Queues to consume (run webhooks on separate workers if sites are slow).",
+)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(concurrency: int, pool: str, beat: bool, celery_args: tuple[str, ...]) -> None:
+def worker(
+    concurrency: int, pool: str, beat: bool, queues: str, celery_args: tuple[str, ...]
+) -> None:
     """Start a Celery worker that scores comments."""
     settings = _settings()
     configure_logging(settings.log_level)
     app = create_celery(settings)
-    argv = ["worker", f"--concurrency={concurrency}", f"--pool={pool}", "--loglevel=INFO"]
+    argv = [
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        f"--queues={queues}",
+        "--loglevel=INFO",
+    ]
     if beat:
         argv += ["--beat", f"--schedule={settings.model_dir.parent / 'celerybeat-schedule'}"]
     app.worker_main(argv=[*argv, *celery_args])

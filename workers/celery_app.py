@@ -8,7 +8,10 @@ from workers.settings import Settings
 
 SCORE_TASK = "workers.tasks.score_comment"
 SWEEP_TASK = "workers.tasks.sweep_unscored"
+WEBHOOK_TASK = "workers.tasks.deliver_webhook"
+PURGE_TASK = "workers.tasks.purge_expired"
 SCORING_QUEUE = "scoring"
+WEBHOOK_QUEUE = "webhooks"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -22,7 +25,8 @@ def create_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=SCORING_QUEUE,
-        task_routes={SCORE_TASK: {"queue": SCORING_QUEUE}, SWEEP_TASK: {"queue": SCORING_QUEUE}},
+        # Webhooks wait on other sites: their own queue keeps scoring fast when a site is slow.
+        task_routes={WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE}},
         # A task is acknowledged only after it ran, and redelivered if its worker dies.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -34,8 +38,11 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
+        # Fail fast when Redis is down: intake answers 503 (or leaves the comment to the sweep).
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
         beat_schedule={
             "sweep-unscored": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
+            "purge-expired": {"task": PURGE_TASK, "schedule": 3600.0},
         },
         timezone="UTC",
     )

@@ -36,6 +36,7 @@ class Accepted:
     id: str
     status: str
     enqueued: bool
+    duplicate_of: str | None = None
 
 
 def accept_comment(
@@ -51,7 +52,7 @@ def accept_comment(
     signals: dict[str, Any] = {"honeypot_filled": submission.honeypot_filled}
     if submission.submit_seconds is not None:
         signals["submit_seconds"] = round(submission.submit_seconds, 3)
-    comment_id, _ = runtime.store.add(
+    comment_id, _, duplicate_of = runtime.store.add(
         NewComment(
             post_id=submission.post_id,
             author=submission.author,
@@ -63,8 +64,13 @@ def accept_comment(
             signals=signals,
             request_id=request_id,
             ip_digest=ip_digest(client_ip, runtime.settings.email_hmac_key),
-        )
+        ),
+        duplicate_window=runtime.settings.duplicate_window_seconds,
     )
+    if duplicate_of is not None:
+        return Accepted(
+            id=duplicate_of, status="duplicate", enqueued=False, duplicate_of=duplicate_of
+        )
     enqueued = True
     try:
         celery.send_task(SCORE_TASK, args=[comment_id], headers={"request_id": request_id})

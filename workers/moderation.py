@@ -1,14 +1,28 @@
-"""Moderators' decisions on comments; each becomes a training label."""
+"""Moderators' work: decisions (each becomes a training label), bulk, undo, notes, tokens."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from workers.store import STATE_MODERATED, CommentStore, iso_now
 
-Action = Literal["approve", "reject", "spam"]
-ACTIONS: dict[str, str] = {"approve": "approved", "reject": "rejected", "spam": "spam"}
+Role = Literal["moderator", "admin"]
+ROLES: tuple[Role, ...] = ("moderator", "admin")
+# action -> queue it moves the comment to
+ACTIONS: dict[str, str] = {
+    "approve": "approved",
+    "reject": "rejected",
+    "spam": "spam",
+    "not_spam": "approved",
+}
+ALL_ACTIONS = (*ACTIONS, "delete")
+# Actions a plain moderator may take; admins may take all.
+MODERATOR_ACTIONS = frozenset(ACTIONS)
+MAX_BULK = 500
 
 
 @dataclass(frozen=True)
@@ -16,16 +30,37 @@ class DecisionResult:
     found: bool
     comment: dict[str, Any] | None = None
     previous_queue: str = ""
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Moderator:
+    name: str
+    role: Role
+
+    def may(self, action: str) -> bool:
+        """Return True if this moderator's role allows the action."""
+        return self.role == "admin" or action in MODERATOR_ACTIONS
 
 
 def apply_decision(
     store: CommentStore, comment_id: str, action: str, moderator: str, note: str = ""
 ) -> DecisionResult:
-    """Move a comment as the moderator decided and record who and when."""
-    queue = ACTIONS[action]
+    """Apply one moderator action atomically and remember how to undo it."""
     record = store.get(comment_id)
     if record is None:
         return DecisionResult(found=False)
+    audit = {"actor": moderator, "action": action, "from": record.get("queue"), "note": note}
+    if action == "delete":
+        trail = store.audit_trail(comment_id)
+        if not store.delete(record, audit={**audit, "to": "deleted"}):
+            return DecisionResult(found=False)
+        store.push_undo(
+            moderator,
+            {"comment_id": comment_id, "kind": "delete", "record": record, "trail": trail},
+        )
+        return DecisionResult(found=True, previous_queue=str(record.get("queue")), deleted=True)
+    queue = ACTIONS[action]
     result = store.transition(
         record,
         queue,
@@ -38,14 +73,91 @@ def apply_decision(
             "decided_by": "moderator",
         },
         label_it=True,
-        audit={
-            "actor": moderator,
-            "action": action,
-            "from": record.get("queue"),
-            "to": queue,
-            "note": note,
-        },
+        audit={**audit, "to": queue},
     )
-    if not result.found:
+    if not result.applied:
         return DecisionResult(found=False)
+    store.push_undo(
+        moderator, {"comment_id": comment_id, "kind": "transition", "before": result.before}
+    )
     return DecisionResult(found=True, comment=store.get(comment_id), previous_queue=result.previous)
+
+
+def undo_last(store: CommentStore, moderator: str) -> DecisionResult | None:
+    """Revert the moderator's most recent action; None when there is nothing to undo."""
+    entry = store.pop_undo(moderator)
+    if entry is None:
+        return None
+    comment_id = str(entry["comment_id"])
+    if entry["kind"] == "delete":
+        record = entry["record"]
+        store.restore(record, entry.get("trail", []))
+        before = {k: record.get(k, "") for k in ("state", "status")}
+        queue = str(record.get("queue", "pending"))
+    else:
+        before = dict(entry["before"])
+        queue = before.pop("queue") or "pending"
+        record = store.get(comment_id)
+        if record is None:
+            return DecisionResult(found=False)
+    result = store.transition(
+        record,
+        queue,
+        allowed_states=None,
+        fields={k: v for k, v in before.items() if k != "status"},
+        audit={"actor": moderator, "action": "undo", "to": queue, "undone": entry["kind"]},
+    )
+    if not result.applied:
+        return DecisionResult(found=False)
+    if before.get("state") != STATE_MODERATED:
+        # The action being undone was the one that made this comment a training label.
+        store.unlabel(comment_id)
+    return DecisionResult(found=True, comment=store.get(comment_id), previous_queue=result.previous)
+
+
+def add_note(store: CommentStore, comment_id: str, moderator: str, text: str) -> bool:
+    """Attach a moderator's note to a comment's audit trail."""
+    if store.get(comment_id) is None:
+        return False
+    store.append_audit(comment_id, {"actor": moderator, "action": "note", "note": text})
+    return True
+
+
+# -- tokens -----------------------------------------------------------------------------------
+
+
+def token_digest(token: str) -> str:
+    """Return the stored form of a token (tokens are random, so SHA-256 suffices)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(store: CommentStore, name: str, role: Role) -> str:
+    """Create a named moderator token and return it (shown once, stored hashed)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    token = "mod_" + secrets.token_urlsafe(32)
+    store.save_token(token_digest(token), {"name": name, "role": role, "created_at": iso_now()})
+    return token
+
+
+def revoke_tokens(store: CommentStore, name: str) -> int:
+    """Revoke every token with this name; return how many."""
+    revoked = 0
+    for digest, info in store.all_tokens().items():
+        if info.get("name") == name:
+            revoked += int(store.delete_token(digest))
+    return revoked
+
+
+def authenticate(store: CommentStore, token: str, bootstrap_token: str) -> Moderator | None:
+    """Return the moderator a bearer token belongs to, or None."""
+    if not token:
+        return None
+    if bootstrap_token and hmac.compare_digest(token.encode(), bootstrap_token.encode()):
+        return Moderator(name="operator", role="admin")
+    # Looked up by SHA-256 digest: timing reveals nothing usable about a stored token's digest,
+    # and the plain token is never stored or compared.
+    info = store.token_info(token_digest(token))
+    if info is None or info.get("role") not in ROLES:
+        return None
+    return Moderator(name=str(info["name"]), role=info["role"])

@@ -37,15 +37,26 @@ def _pick(override: float | None, default: float) -> float:
     return float(default) if override is None else override
 
 
-def signals_for(record: dict[str, Any], settings: Settings) -> Signals:
-    """Build the site signals of a stored comment."""
+def signals_for(
+    record: dict[str, Any], settings: Settings, history: dict[str, int] | None = None
+) -> Signals:
+    """Build the site signals of a stored comment (and its author's history, if asked)."""
     raw = record.get("signals") or {}
     seconds = raw.get("submit_seconds")
+    history = history or {}
     return Signals(
         honeypot_filled=bool(raw.get("honeypot_filled")),
         submit_seconds=float(seconds) if isinstance(seconds, int | float) else None,
         min_submit_seconds=settings.min_submit_seconds,
+        author_approved=history.get("approved", 0),
+        author_rejected=history.get("rejected", 0) + history.get("spam", 0),
+        auto_approve_after=settings.auto_approve_after,
     )
+
+
+def uncertainty(spam: float, toxic: float) -> float:
+    """Return how close the scores are to a coin flip (1 = most uncertain), for sorting."""
+    return max(1 - abs(2 * spam - 1), 1 - abs(2 * toxic - 1))
 
 
 def score_and_decide(runtime: Runtime, comment_id: str) -> Outcome:
@@ -60,10 +71,13 @@ def score_and_decide(runtime: Runtime, comment_id: str) -> Outcome:
     started = time.perf_counter()
     score = classifier.score(record["comment"])
     elapsed_ms = (time.perf_counter() - started) * 1000
+    history = None
+    if runtime.settings.auto_approve_after > 0 and record.get("email_digest"):
+        history = store.author_history(record["email_digest"], exclude=comment_id)
     decision = decide(
         score,
         thresholds_for(runtime.settings, classifier.thresholds),
-        signals_for(record, runtime.settings),
+        signals_for(record, runtime.settings, history),
     )
     result = store.transition(
         record,
@@ -73,6 +87,7 @@ def score_and_decide(runtime: Runtime, comment_id: str) -> Outcome:
             "state": STATE_SCORED,
             "spam": round(score.spam, 6),
             "toxic": round(score.toxic, 6),
+            "uncertainty": round(uncertainty(score.spam, score.toxic), 6),
             "categories": {k: round(v, 6) for k, v in score.categories.items()},
             "reasons": [r.to_dict() for r in score.reasons],
             "decision_label": decision.label,

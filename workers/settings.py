@@ -57,6 +57,18 @@ class Settings:
     visibility_timeout_seconds: int = 3600
     # Public listing
     page_size: int = 50
+    # Abuse protection
+    rate_limit_ip: str = "10/minute;200/day"
+    rate_limit_author: str = "5/minute;100/day"
+    duplicate_window_seconds: int = 600
+    trusted_proxies: int = 0  # how many reverse proxies in front set X-Forwarded-For
+    auto_approve_after: int = 0  # approve authors with this many approved comments; 0 = off
+    # Webhook on decisions (signed with HMAC-SHA256 of the body)
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    # Retention
+    retention_rejected_days: float = 30.0
+    retention_audit_days: float = 365.0
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -99,6 +111,10 @@ class Settings:
         In development, missing secrets get fixed, publicly known values so a checkout works
         at once; ``make run`` generates real ones under var/.
         """
+        if self.webhook_url and not self.webhook_secret:
+            raise ConfigError("MODERATION_WEBHOOK_SECRET is required when a webhook URL is set")
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise ConfigError("MODERATION_WEBHOOK_URL must be an http(s) URL")
         if self.is_development:
             return self._with_development_secrets()
         missing = [

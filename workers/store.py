@@ -7,10 +7,11 @@ Every state change of a comment runs in one Lua script, so indexes never disagre
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,6 +54,34 @@ def author_key(email_digest: str) -> str:
 
 def unscored_key() -> str:
     return f"{PREFIX}unscored"
+
+
+SCORE_INDEXES = ("spam", "toxic", "uncertainty")
+
+
+def score_index_key(queue: str, index: str) -> str:
+    """Return the key of a queue's index ordered by a score (spam, toxic or uncertainty)."""
+    return f"{PREFIX}q:{queue}:by:{index}"
+
+
+def audit_stream_key() -> str:
+    return f"{PREFIX}audit"
+
+
+def tokens_key() -> str:
+    return f"{PREFIX}tokens"
+
+
+def undo_key(moderator: str) -> str:
+    return f"{PREFIX}undo:{moderator}"
+
+
+def duplicate_key(fingerprint: str) -> str:
+    return f"{PREFIX}dup:{fingerprint}"
+
+
+def webhook_dedupe_key(comment_id: str, event: str) -> str:
+    return f"{PREFIX}webhook:{comment_id}:{event}"
 
 
 def labeled_key() -> str:
@@ -126,10 +155,21 @@ def decode_record(raw: Mapping[bytes | str, bytes | str]) -> dict[str, Any]:
 
 # -- atomic transitions ----------------------------------------------------------------------
 
-# KEYS: 1 comment, 2 unscored, 3-6 queues (pending, approved, rejected, spam), 7 post list,
-#       8 labeled set, 9 audit list
+# Fields a transition reports back as they were before it, so a moderator's action can be undone.
+UNDO_FIELDS = (
+    "queue",
+    "status",
+    "state",
+    "decided_by",
+    "moderated_by",
+    "moderated_at",
+    "moderator_action",
+)
+
+# KEYS: 1 comment, 2 unscored, 3 post list, 4 labeled set, 5 audit list, 6 audit stream,
+#       then for each queue in QUEUES order: created index, spam, toxic, uncertainty indexes
 # ARGV: 1 allowed states ("*" = any), 2 new queue, 3 comment id, 4 label it ("1"/"0"),
-#       5 audit entry JSON or "", 6 now (us), 7.. field/value pairs to set
+#       5 audit entry JSON or "", 6 now (us), 7 audit max length, 8.. field/value pairs
 _TRANSITION = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
 local state = redis.call('HGET', KEYS[1], 'state') or ''
@@ -139,23 +179,72 @@ if ARGV[1] ~= '*' then
   if not ok then return {-1, state} end
 end
 local id = ARGV[3]
-local created = redis.call('HGET', KEYS[1], 'created_us')
-local previous = redis.call('HGET', KEYS[1], 'queue') or ''
+local before = redis.call('HMGET', KEYS[1], %s)
 redis.call('ZREM', KEYS[2], id)
-local slot = {pending=3, approved=4, rejected=5, spam=6}
-for _, i in pairs(slot) do redis.call('ZREM', KEYS[i], id) end
-redis.call('ZADD', KEYS[slot[ARGV[2]]], created, id)
-if ARGV[2] == 'approved' then
-  redis.call('ZADD', KEYS[7], created, id)
-else
-  redis.call('ZREM', KEYS[7], id)
+local queues = {'pending', 'approved', 'rejected', 'spam'}
+local target = 0
+for q = 1, 4 do
+  for j = 0, 3 do redis.call('ZREM', KEYS[6 + (q - 1) * 4 + 1 + j], id) end
+  if queues[q] == ARGV[2] then target = 6 + (q - 1) * 4 + 1 end
 end
-if ARGV[4] == '1' then redis.call('ZADD', KEYS[8], ARGV[6], id) end
-if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[9], ARGV[5]) end
-if #ARGV >= 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
+if #ARGV >= 8 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
 redis.call('HSET', KEYS[1], 'queue', ARGV[2])
-return {1, previous}
+local f = redis.call('HMGET', KEYS[1], 'created_us', 'spam', 'toxic', 'uncertainty')
+redis.call('ZADD', KEYS[target], f[1], id)
+for j = 2, 4 do
+  if f[j] and f[j] ~= '' then redis.call('ZADD', KEYS[target + j - 1], f[j], id) end
+end
+if ARGV[2] == 'approved' then
+  redis.call('ZADD', KEYS[3], f[1], id)
+else
+  redis.call('ZREM', KEYS[3], id)
+end
+if ARGV[4] == '1' then redis.call('ZADD', KEYS[4], ARGV[6], id) end
+if ARGV[5] ~= '' then
+  redis.call('RPUSH', KEYS[5], ARGV[5])
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[7], '*', 'entry', ARGV[5])
+end
+local out = {1}
+for i = 1, #before do out[i + 1] = before[i] or '' end
+return out
+""" % ", ".join(f"'{name}'" for name in UNDO_FIELDS)
+
+# Deletes a comment and every index entry that names it. KEYS as for _TRANSITION, then
+# 7+16: author index. ARGV: 1 id, 2 audit entry JSON or "", 3 audit max length.
+_DELETE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local id = ARGV[1]
+redis.call('ZREM', KEYS[2], id)
+redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', KEYS[4], id)
+for i = 7, 22 do redis.call('ZREM', KEYS[i], id) end
+redis.call('ZREM', KEYS[23], id)
+redis.call('DEL', KEYS[1], KEYS[5])
+if ARGV[2] ~= '' then
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[3], '*', 'entry', ARGV[2])
+end
+return 1
 """
+
+# KEYS: 1 duplicate fingerprint, 2 comment, 3 unscored, 4 author index
+# ARGV: 1 id, 2 created (us), 3 duplicate window (s, 0 = off), 4.. field/value pairs
+_ADD = """
+if ARGV[3] ~= '0' then
+  local existing = redis.call('GET', KEYS[1])
+  if existing then return existing end
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+return ''
+"""
+
+# How many entries the global audit stream keeps at most (retention trims it by age too).
+AUDIT_STREAM_MAX = 1_000_000
+UNDO_DEPTH = 20
+WEBHOOK_DEDUPE_TTL = 7 * 24 * 3600
+UNDO_TTL_SECONDS = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -165,6 +254,7 @@ class TransitionResult:
     applied: bool
     found: bool
     previous: str  # previous queue when applied; current state when refused
+    before: dict[str, str] | None = None  # UNDO_FIELDS as they were, when applied
 
     @property
     def refused(self) -> bool:
@@ -182,14 +272,21 @@ class CommentStore:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._transition = client.register_script(_TRANSITION)
+        self._delete = client.register_script(_DELETE)
+        self._add = client.register_script(_ADD)
 
     # intake ---------------------------------------------------------------------------------
 
-    def add(self, new: NewComment) -> tuple[str, int]:
-        """Store a new comment as queued for scoring; return (id, created_us)."""
+    def add(self, new: NewComment, *, duplicate_window: int = 0) -> tuple[str, int, str | None]:
+        """Store a new comment as queued for scoring, in one atomic step.
+
+        Returns (id, created_us, duplicate_of): when the same author posted the same text on
+        the same post within duplicate_window seconds, nothing is stored and duplicate_of
+        names the original.
+        """
         comment_id = new_comment_id()
         created = now_us()
-        record = {
+        record: dict[str, Any] = {
             "id": comment_id,
             "post_id": new.post_id,
             "parent_id": new.parent_id,
@@ -208,12 +305,27 @@ class CommentStore:
             "ip_digest": new.ip_digest,
             "attempts": 0,
         }
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(comment_key(comment_id), mapping=record)
-        pipe.zadd(unscored_key(), {comment_id: created})
-        pipe.zadd(author_key(new.email_digest), {comment_id: created})
-        pipe.execute()
-        return comment_id, created
+        fingerprint = self.fingerprint(record)
+        args: list[Any] = [comment_id, created, max(0, int(duplicate_window))]
+        for key, value in record.items():
+            args.extend([key, value])
+        keys = [
+            duplicate_key(fingerprint),
+            comment_key(comment_id),
+            unscored_key(),
+            author_key(new.email_digest),
+        ]
+        existing = _s(self._add(keys=keys, args=args))
+        if existing:
+            return existing, created, existing
+        return comment_id, created, None
+
+    @staticmethod
+    def fingerprint(comment: Mapping[str, Any]) -> str:
+        """Return the duplicate-detection fingerprint: post, author digest and folded text."""
+        text = " ".join(str(comment.get("comment", "")).casefold().split())
+        material = "\0".join((str(comment["post_id"]), str(comment["email_digest"]), text))
+        return hashlib.sha256(material.encode()).hexdigest()
 
     # reads ----------------------------------------------------------------------------------
 
@@ -298,21 +410,55 @@ class CommentStore:
             queue,
             comment_id,
             "1" if label_it else "0",
-            json.dumps({"at": _iso(now), **audit}) if audit else "",
+            json.dumps({"at": _iso(now), "comment_id": comment_id, **audit}) if audit else "",
             now,
+            AUDIT_STREAM_MAX,
         ]
         for key, value in values.items():
             argv.extend([key, json.dumps(value) if key in JSON_FIELDS else _field(value)])
+        reply = self._transition(keys=self._comment_keys(comment), args=argv)
+        code = int(reply[0])
+        if code != 1:
+            return TransitionResult(applied=False, found=code != 0, previous=_s(reply[1]))
+        before = {name: _s(v) for name, v in zip(UNDO_FIELDS, reply[1:], strict=True)}
+        return TransitionResult(applied=True, found=True, previous=before["queue"], before=before)
+
+    def _comment_keys(self, comment: Mapping[str, Any]) -> list[str]:
+        comment_id = str(comment["id"])
         keys = [
             comment_key(comment_id),
             unscored_key(),
-            *(queue_key(q) for q in QUEUES),
             post_key(str(comment["post_id"])),
             labeled_key(),
             audit_key(comment_id),
+            audit_stream_key(),
         ]
-        code, detail = self._transition(keys=keys, args=argv)
-        return TransitionResult(applied=code == 1, found=code != 0, previous=_s(detail))
+        for queue in QUEUES:
+            keys.append(queue_key(queue))
+            keys.extend(score_index_key(queue, index) for index in SCORE_INDEXES)
+        return keys
+
+    def delete(self, comment: Mapping[str, Any], audit: Mapping[str, Any] | None = None) -> bool:
+        """Delete a comment, its audit list and every index entry; return False if absent."""
+        keys = [*self._comment_keys(comment), author_key(str(comment.get("email_digest", "")))]
+        entry = json.dumps({"at": iso_now(), "comment_id": comment["id"], **audit}) if audit else ""
+        deleted = self._delete(keys=keys, args=[str(comment["id"]), entry, AUDIT_STREAM_MAX])
+        if deleted and comment.get("email_digest"):
+            self.redis.delete(duplicate_key(self.fingerprint(comment)))
+        return bool(deleted)
+
+    def restore(
+        self, record: Mapping[str, Any], audit_entries: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Put back a deleted comment (undo of a delete); indexes follow via a transition."""
+        raw = {k: json.dumps(v) if k in JSON_FIELDS else _field(v) for k, v in record.items()}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(comment_key(str(record["id"])), mapping=raw)
+        if record.get("email_digest"):
+            pipe.zadd(author_key(str(record["email_digest"])), {record["id"]: record["created_us"]})
+        for entry in audit_entries:
+            pipe.rpush(audit_key(str(record["id"])), json.dumps(entry))
+        pipe.execute()
 
     def bump_attempts(self, comment_id: str) -> int:
         """Count one more scoring attempt; return the total."""
@@ -339,14 +485,205 @@ class CommentStore:
         low = since_us if since_us is not None else "-inf"
         return [_s(i) for i in self.redis.zrangebyscore(labeled_key(), low, "+inf")]
 
+    def delete_keys_mentioning(self, fragment: str) -> int:
+        """Delete every key whose name contains fragment (erasure of digest-keyed data)."""
+        removed = 0
+        for key in self.redis.scan_iter(match=f"*{fragment}*", count=1000):
+            removed += int(self.redis.delete(key))
+        return removed
+
+    def webhook_sent(self, comment_id: str, event_id: str) -> bool:
+        return bool(self.redis.exists(webhook_dedupe_key(comment_id, event_id)))
+
+    def mark_webhook_sent(self, comment_id: str, event_id: str) -> None:
+        self.redis.set(webhook_dedupe_key(comment_id, event_id), "1", ex=WEBHOOK_DEDUPE_TTL)
+
+    def event_id(self, comment_id: str) -> str:
+        """Return an id for the comment's latest change (its audit length), for webhooks."""
+        return f"{comment_id}.{self.redis.llen(audit_key(comment_id))}"
+
+    def unlabel(self, comment_id: str) -> None:
+        """Stop treating a comment as moderator-labelled (its decision was undone)."""
+        self.redis.zrem(labeled_key(), comment_id)
+
     def ping(self) -> bool:
         """Return True when Redis answers."""
         return bool(self.redis.ping())
+
+    # moderation queue, filtered and sorted ------------------------------------------------
+
+    def scan_queue(
+        self,
+        queue: str,
+        *,
+        sort: str = "newest",
+        cursor: tuple[float, str] | None = None,
+        limit: int = 50,
+        accept: Callable[[dict[str, Any]], bool] | None = None,
+        score_range: tuple[float, float] | None = None,
+        max_examined: int = 5000,
+    ) -> tuple[list[dict[str, Any]], tuple[float, str] | None]:
+        """Return a page of a queue in the given order, filtered, and the next cursor.
+
+        The cursor is the (sort value, id) of the last item returned, so new arrivals never
+        shift a page. Sorts: newest, oldest (creation time), spam, toxic (highest first),
+        uncertainty (closest to the decision boundary first).
+        """
+        if sort in ("newest", "oldest"):
+            key, descending = queue_key(queue), sort == "newest"
+        else:
+            key, descending = score_index_key(queue, sort), True
+        low, high = ("-inf", "+inf") if score_range is None else score_range
+        if cursor is not None:
+            if descending:
+                high = cursor[0]
+            else:
+                low = cursor[0]
+        page: list[dict[str, Any]] = []
+        examined = 0
+        batch = max(limit * 2, 50)
+        offset = 0
+        while len(page) <= limit and examined < max_examined:
+            if descending:
+                raw = self.redis.zrevrangebyscore(
+                    key, high, low, start=offset, num=batch, withscores=True
+                )
+            else:
+                raw = self.redis.zrangebyscore(
+                    key, low, high, start=offset, num=batch, withscores=True
+                )
+            if not raw:
+                break
+            offset += len(raw)
+            examined += len(raw)
+            entries = [(_s(member), float(score)) for member, score in raw]
+            if cursor is not None:
+                entries = [e for e in entries if _after(e, cursor, descending)]
+            records = {r["id"]: r for r in self.get_many([e[0] for e in entries])}
+            for member, score in entries:
+                record = records.get(member)
+                if record is None or (accept is not None and not accept(record)):
+                    continue
+                record["_sort"] = score
+                page.append(record)
+                if len(page) > limit:
+                    break
+        next_cursor = None
+        if len(page) > limit:
+            page = page[:limit]
+            next_cursor = (page[-1]["_sort"], page[-1]["id"])
+        elif examined >= max_examined and page:
+            next_cursor = (page[-1]["_sort"], page[-1]["id"])
+        for record in page:
+            record.pop("_sort", None)
+        return page, next_cursor
+
+    # authors ------------------------------------------------------------------------------
+
+    def author_comment_ids(self, email_digest: str) -> list[str]:
+        """Return the ids of every comment stored for an author digest, oldest first."""
+        return [_s(i) for i in self.redis.zrange(author_key(email_digest), 0, -1)]
+
+    def author_history(self, email_digest: str, *, exclude: str = "") -> dict[str, int]:
+        """Count an author's comments per queue (the comment being decided excluded)."""
+        ids = [i for i in self.author_comment_ids(email_digest) if i != exclude]
+        counts = dict.fromkeys(QUEUES, 0)
+        if not ids:
+            return counts
+        pipe = self.redis.pipeline(transaction=False)
+        for comment_id in ids:
+            pipe.hget(comment_key(comment_id), "queue")
+        for queue in pipe.execute():
+            if queue is not None and _s(queue) in counts:
+                counts[_s(queue)] += 1
+        return counts
+
+    # audit --------------------------------------------------------------------------------
+
+    def audit_log(self, *, count: int = 100, before: str | None = None) -> list[dict[str, Any]]:
+        """Return global audit entries, newest first (stream ids are the cursor)."""
+        high = f"({before}" if before else "+"
+        entries = self.redis.xrevrange(audit_stream_key(), max=high, min="-", count=count)
+        out = []
+        for entry_id, fields in entries:
+            data = {_s(k): _s(v) for k, v in fields.items()}
+            item = json.loads(data.get("entry", "{}"))
+            item["audit_id"] = _s(entry_id)
+            out.append(item)
+        return out
+
+    def append_audit(self, comment_id: str, entry: Mapping[str, Any]) -> None:
+        """Append an entry (note, reveal) to a comment's trail and the global audit log."""
+        text = json.dumps({"at": iso_now(), "comment_id": comment_id, **entry})
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.rpush(audit_key(comment_id), text)
+        pipe.xadd(audit_stream_key(), {"entry": text}, maxlen=AUDIT_STREAM_MAX, approximate=True)
+        pipe.execute()
+
+    # undo ---------------------------------------------------------------------------------
+
+    def push_undo(self, moderator: str, entry: Mapping[str, Any]) -> None:
+        """Remember how to undo a moderator's action (a short stack per moderator)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lpush(undo_key(moderator), json.dumps(entry))
+        pipe.ltrim(undo_key(moderator), 0, UNDO_DEPTH - 1)
+        pipe.expire(undo_key(moderator), UNDO_TTL_SECONDS)
+        pipe.execute()
+
+    def pop_undo(self, moderator: str) -> dict[str, Any] | None:
+        """Take the moderator's most recent undoable action, if any."""
+        raw = self.redis.lpop(undo_key(moderator))
+        return json.loads(raw) if raw else None
+
+    def drop_undo_entries(self, comment_ids: set[str]) -> int:
+        """Remove undo entries that mention any of comment_ids (for erasure); return count."""
+        removed = 0
+        for key in self.redis.scan_iter(f"{PREFIX}undo:*", count=500):
+            for raw in self.redis.lrange(key, 0, -1):
+                if json.loads(raw).get("comment_id") in comment_ids:
+                    removed += int(self.redis.lrem(key, 0, raw))
+        return removed
+
+    # moderator tokens ---------------------------------------------------------------------
+
+    def save_token(self, token_digest: str, info: Mapping[str, Any]) -> None:
+        self.redis.hset(tokens_key(), token_digest, json.dumps(dict(info)))
+
+    def token_info(self, token_digest: str) -> dict[str, Any] | None:
+        raw = self.redis.hget(tokens_key(), token_digest)
+        return json.loads(raw) if raw else None
+
+    def all_tokens(self) -> dict[str, dict[str, Any]]:
+        return {_s(k): json.loads(v) for k, v in self.redis.hgetall(tokens_key()).items()}
+
+    def delete_token(self, token_digest: str) -> bool:
+        return bool(self.redis.hdel(tokens_key(), token_digest))
+
+    # retention ----------------------------------------------------------------------------
+
+    def expired_ids(self, queue: str, created_before_us: int, limit: int = 1000) -> list[str]:
+        """Return ids in a queue created before the cutoff (for retention)."""
+        raw = self.redis.zrangebyscore(
+            queue_key(queue), "-inf", f"({created_before_us}", start=0, num=limit
+        )
+        return [_s(i) for i in raw]
+
+    def trim_audit(self, older_than_ms: int) -> int:
+        """Drop global audit entries older than the cutoff; return how many."""
+        return int(self.redis.xtrim(audit_stream_key(), minid=f"{older_than_ms}-0"))
 
 
 def _iso(us: int) -> str:
     seconds, micro = divmod(us, 1_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micro // 1000:03d}Z"
+
+
+def _after(entry: tuple[str, float], cursor: tuple[float, str], descending: bool) -> bool:
+    """Return True if entry comes after the cursor in the listing order (ids break ties)."""
+    member, score = entry
+    if score != cursor[0]:
+        return score < cursor[0] if descending else score > cursor[0]
+    return member < cursor[1] if descending else member > cursor[1]
 
 
 def _s(value: bytes | str) -> str:

@@ -9,8 +9,10 @@ from typing import Any
 import redis
 from celery import Celery, Task
 
-from workers.celery_app import SCORE_TASK, SWEEP_TASK
+from workers.celery_app import PURGE_TASK, SCORE_TASK, SWEEP_TASK, WEBHOOK_TASK
+from workers.erasure import purge_expired as purge
 from workers.pipeline import hold_after_failure, score_and_decide
+from workers.webhooks import WebhookError, deliver
 from workers.runtime import Runtime
 from workers.settings import Settings
 
@@ -51,7 +53,7 @@ def register_tasks(app: Celery) -> None:
         """Score and decide one comment by id."""
         runtime = runtime_for(app)
         try:
-            return score_and_decide(runtime, comment_id)
+            outcome = score_and_decide(runtime, comment_id)
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:
@@ -62,12 +64,46 @@ def register_tasks(app: Celery) -> None:
             )
             if attempts < POISON_ATTEMPTS:
                 raise self.retry(countdown=0.5 * attempts, max_retries=POISON_ATTEMPTS) from None
-            return hold_after_failure(runtime, comment_id, "scoring_failed")
+            outcome = hold_after_failure(runtime, comment_id, "scoring_failed")
+        if outcome == "decided":
+            notify_decision(app, runtime, comment_id)
+        return outcome
 
     @app.task(name=SWEEP_TASK, acks_late=True, autoretry_for=TRANSIENT_ERRORS, max_retries=3)
     def sweep_unscored() -> int:
         """Re-enqueue comments stored but not scored in time; return how many."""
         return sweep(app, runtime_for(app))
+
+    @app.task(
+        name=WEBHOOK_TASK,
+        acks_late=True,
+        autoretry_for=(WebhookError, *TRANSIENT_ERRORS),
+        retry_backoff=2,
+        retry_backoff_max=600,
+        retry_jitter=True,
+        max_retries=10,
+    )
+    def deliver_webhook(comment_id: str, event_id: str) -> str:
+        """POST a signed decision event to the configured site; retried with backoff."""
+        runtime = runtime_for(app)
+        return deliver(
+            runtime.store, settings.webhook_url, settings.webhook_secret, comment_id, event_id
+        )
+
+    @app.task(name=PURGE_TASK, acks_late=True, autoretry_for=TRANSIENT_ERRORS, max_retries=3)
+    def purge_expired() -> dict[str, int]:
+        """Apply the retention periods to rejected comments and audit entries."""
+        return purge(
+            runtime_for(app).store,
+            rejected_days=settings.retention_rejected_days,
+            audit_days=settings.retention_audit_days,
+        )
+
+
+def notify_decision(app: Celery, runtime: Runtime, comment_id: str) -> None:
+    """Queue a webhook for a comment's latest decision, when a webhook is configured."""
+    if runtime.settings.webhook_url:
+        app.send_task(WEBHOOK_TASK, args=[comment_id, runtime.store.event_id(comment_id)])
 
 
 def sweep(app: Celery, runtime: Runtime) -> int:

@@ -1,0 +1,78 @@
+"""Abuse protection wired into the app: rate limits (Flask-Limiter on Redis), CORS, proxies."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Flask, request
+from flask_cors import CORS
+from flask_limiter import Limiter
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from service.auth import current_moderator
+from workers.privacy import ip_digest
+from workers.settings import Settings
+
+RATE_LIMIT_PREFIX = "mod-rl"
+
+
+def client_key() -> str:
+    """Rate-limit key for the client IP: a keyed digest, so no full IP is ever stored."""
+    from service import services
+
+    return "ip:" + ip_digest(request.remote_addr or "unknown", services().settings.email_hmac_key)
+
+
+def author_key() -> str:
+    """Rate-limit key for the author: the email's keyed digest (the IP if there is none)."""
+    from service import services
+
+    email = None
+    if request.mimetype == "application/json":
+        try:
+            body = json.loads(request.get_data(cache=True) or b"null")
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        email = body.get("email") if isinstance(body, dict) else None
+    elif request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        email = request.form.get("email")
+    if not isinstance(email, str) or "@" not in email or len(email) > 254:
+        return client_key()
+    return "author:" + services().runtime.vault.digest(email)
+
+
+def is_moderator() -> bool:
+    """Moderators (a valid bearer token) are exempt from submission rate limits."""
+    return bool(request.headers.get("Authorization")) and current_moderator() is not None
+
+
+def install_abuse_protection(app: Flask, settings: Settings) -> Limiter:
+    """Set up trusted proxies, CORS for the site's origins, and submission rate limits."""
+    if settings.trusted_proxies > 0:
+        # Only the hops we operate may set X-Forwarded-*; a forged header from the client is
+        # one hop further out and is ignored.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    if settings.site_origins:
+        public = {"origins": list(settings.site_origins), "max_age": 600}
+        CORS(
+            app,
+            resources={
+                r"/api/v1/comments": public,
+                r"/api/v1/comments/*": public,
+                r"/api/v1/posts/*": public,
+                r"/api/v1/form-token": public,
+            },
+        )
+    limiter = Limiter(
+        key_func=client_key,
+        app=app,
+        storage_uri=settings.redis_url,
+        storage_options={"socket_connect_timeout": 2, "socket_timeout": 2},
+        key_prefix=RATE_LIMIT_PREFIX,
+        strategy="moving-window",
+        headers_enabled=True,
+        # If Redis is down the limiter steps aside; storing the comment then fails with 503.
+        swallow_errors=True,
+    )
+    return limiter

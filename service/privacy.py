@@ -1,0 +1,69 @@
+"""Readers' privacy requests, handled by admins: export and erase by email address."""
+
+from __future__ import annotations
+
+import json
+
+from email_validator import EmailNotValidError, validate_email
+from flask import Blueprint, Response, request
+
+from service import services
+from service.auth import current_moderator, require_role
+from service.errors import problem
+from workers.erasure import erase_by_email, export_by_email
+
+bp = Blueprint("privacy", __name__, url_prefix="/api/v1/privacy")
+
+
+def _email_from_body() -> tuple[str | None, Response | None]:
+    body = request.get_json(silent=True) if request.is_json else request.form.to_dict()
+    email = body.get("email") if isinstance(body, dict) else None
+    if not isinstance(email, str) or not email.strip() or len(email) > 254:
+        return None, problem(
+            422,
+            "Unprocessable Content",
+            "Invalid request.",
+            errors={"email": "email is required (the reader's address)."},
+        )
+    try:
+        normalized = validate_email(email.strip(), check_deliverability=False).normalized
+    except EmailNotValidError:
+        return None, problem(
+            422,
+            "Unprocessable Content",
+            "Invalid request.",
+            errors={"email": "email is not a valid email address."},
+        )
+    return normalized, None
+
+
+@bp.post("/export")
+@require_role("admin")
+def export() -> Response:
+    """Return every comment stored for an email address."""
+    email, error = _email_from_body()
+    if error is not None:
+        return error
+    assert email is not None  # noqa: S101 - set when error is None
+    svc = services()
+    comments = export_by_email(svc.runtime.store, svc.runtime.vault, email)
+    response = Response(
+        json.dumps({"count": len(comments), "comments": comments}), mimetype="application/json"
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/erase")
+@require_role("admin")
+def erase() -> Response:
+    """Remove every comment by an email address, and every index and record naming it."""
+    email, error = _email_from_body()
+    if error is not None:
+        return error
+    assert email is not None  # noqa: S101 - set when error is None
+    svc = services()
+    moderator = current_moderator()
+    actor = moderator.name if moderator else "admin"
+    report = erase_by_email(svc.runtime.store, svc.runtime.vault, email, actor)
+    return Response(json.dumps(report.to_dict()), mimetype="application/json")

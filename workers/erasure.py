@@ -1,0 +1,86 @@
+"""Readers' privacy requests (export, erase) and retention of rejected comments and audit."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.privacy import EmailVault
+from workers.store import CommentStore
+
+EXPORT_FIELDS = (
+    "id",
+    "post_id",
+    "parent_id",
+    "author",
+    "url",
+    "comment",
+    "created_at",
+    "status",
+)
+
+
+def export_by_email(store: CommentStore, vault: EmailVault, email: str) -> list[dict[str, Any]]:
+    """Return every stored comment by that address, as the reader would recognise it."""
+    records = store.get_many(store.author_comment_ids(vault.digest(email)))
+    out = []
+    for record in records:
+        item = {name: record.get(name) or None for name in EXPORT_FIELDS}
+        item["email"] = vault.decrypt(record.get("email_enc", ""))
+        out.append(item)
+    return out
+
+
+@dataclass
+class ErasureReport:
+    """What an erasure removed, so the operator can answer the reader."""
+
+    comments_deleted: int = 0
+    undo_entries_removed: int = 0
+    other_keys_removed: int = 0
+    comment_ids: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "comments_deleted": self.comments_deleted,
+            "undo_entries_removed": self.undo_entries_removed,
+            "other_keys_removed": self.other_keys_removed,
+            "comment_ids": self.comment_ids,
+        }
+
+
+def erase_by_email(store: CommentStore, vault: EmailVault, email: str, actor: str) -> ErasureReport:
+    """Remove every comment by that address and every record that could point back to it."""
+    digest = vault.digest(email)
+    report = ErasureReport()
+    ids = store.author_comment_ids(digest)
+    for record in store.get_many(ids):
+        if store.delete(record, audit={"actor": actor, "action": "erase", "to": "deleted"}):
+            report.comments_deleted += 1
+            report.comment_ids.append(record["id"])
+    report.undo_entries_removed = store.drop_undo_entries(set(ids))
+    # Anything else keyed by the author's digest: the author index, rate-limit counters.
+    report.other_keys_removed = store.delete_keys_mentioning(digest)
+    return report
+
+
+def purge_expired(
+    store: CommentStore, *, rejected_days: float, audit_days: float
+) -> dict[str, int]:
+    """Delete rejected/spam comments and audit entries older than the retention periods."""
+    now = time.time()
+    cutoff_us = int((now - rejected_days * 86400) * 1_000_000)
+    deleted = 0
+    for queue in ("rejected", "spam"):
+        while True:
+            ids = store.expired_ids(queue, cutoff_us)
+            records = store.get_many(ids)
+            if not records:
+                break
+            for record in records:
+                deleted += int(
+                    store.delete(record, audit={"actor": "retention", "action": "expire"})
+                )
+    trimmed = store.trim_audit(int((now - audit_days * 86400) * 1000))
+    return {"comments_deleted": deleted, "audit_entries_trimmed": trimmed}
