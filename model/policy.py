@@ -81,17 +81,22 @@ def decide(
         codes.insert(0, "toxic_score")
     if spammy:
         codes.insert(0, "spam_score_uncertain")
-    if toxic or spammy or codes:
-        label = "toxic" if toxic and not spammy else ("spam" if spammy else "uncertain")
-        if not (toxic or spammy):
-            label = "signal"
-        return Decision("pending", label, tuple(codes))
     trusted = (
         signals.auto_approve_after > 0
         and signals.author_approved >= signals.auto_approve_after
         and signals.author_rejected == 0
     )
-    return Decision("approved", "clean", ("trusted_author",) if trusted else ())
+    if trusted and not toxic:
+        # WordPress-style: an author with enough approved comments and none rejected skips
+        # the hold for uncertain spam or timing signals (never for toxicity or clear spam).
+        return Decision("approved", "clean", ("trusted_author", *codes))
+    if toxic or spammy or codes:
+        if toxic or spammy:
+            label = "toxic" if toxic and not spammy else "spam"
+        else:
+            label = "signal"
+        return Decision("pending", label, tuple(codes))
+    return Decision("approved", "clean", ())
 
 
 def held_for_error(code: str) -> Decision:

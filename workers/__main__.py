@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 
 import click
+from celery.signals import worker_init, worker_process_init
 
 from workers.celery_app import SCORING_QUEUE, WEBHOOK_QUEUE, create_celery
 from workers.logs import configure_logging
 from workers.settings import ConfigError, Settings
+from workers.tasks import runtime_for
 
 
 def _settings() -> Settings:
@@ -42,6 +44,15 @@ def worker(
     settings = _settings()
     configure_logging(settings.log_level)
     app = create_celery(settings)
+
+    def preload(**_: object) -> None:
+        # Load the model when a worker process starts, not on its first comment.
+        runtime_for(app).classifier()
+
+    if pool in ("solo", "threads"):
+        worker_init.connect(preload, weak=False)
+    else:
+        worker_process_init.connect(preload, weak=False)
     argv = [
         "worker",
         f"--concurrency={concurrency}",
