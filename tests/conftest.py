@@ -173,7 +173,7 @@ class WorkerProcess:
                 self.kill()
 
     def kill(self) -> None:
-        """Kill the worker, its pool children and its beat at once with SIGKILL, as a crash would."""
+        """Kill the worker, its pool children and its beat with SIGKILL, as a crash would."""
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()

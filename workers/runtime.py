@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from model import Classifier, ModelRegistry
 
 
-# redis-py's default retries a failed command 3 times with up to 1 + 2 + 4 s of backoff (capped
-# at 10 s each), so with Redis down a request hung for seconds before its 503. Two quick retries
-# ride over a reconnect after a restart; a real outage fails within ~0.3 s.
+# from_url() gives connections no retry, so after a Redis restart or failover every pooled
+# (now dead) connection failed one request with a 503 or one task. Two quick retries reconnect
+# transparently; a real outage still fails within ~0.4 s, so the 503 comes fast.
 COMMAND_RETRY = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), retries=2)
 
 

@@ -1,0 +1,304 @@
+"""Faults: kill and restart real processes, and prove no accepted comment is lost or decided twice.
+
+Each test runs its own redis-server (AOF, appendfsync always) and its own worker processes, so
+killing them never disturbs the session's Redis and worker.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service import create_app
+from tests.conftest import WorkerProcess, wait_for
+from workers.celery_app import SCORE_TASK, SCORING_QUEUE, create_celery
+from workers.embedded_redis import EmbeddedRedis
+from workers.settings import Settings
+from workers.tasks import POISON_ATTEMPTS
+
+pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.slow]
+
+# kombu's Redis transport keeps messages a worker took but has not acknowledged in this hash
+# until the visibility timeout (an hour by default) puts them back on the queue.
+KOMBU_UNACKED = "unacked"
+DECIDED_STATES = ("scored", "moderated")
+_serial = count()
+
+
+class Stack:
+    """A private Redis, the app on it, and any number of worker processes (stopped at the end)."""
+
+    def __init__(self, tmp_path: Path, values: dict[str, str], worker_env: dict[str, str]) -> None:
+        from model import ModelRegistry
+
+        self.tmp_path = tmp_path
+        self.server = EmbeddedRedis(tmp_path / "redis", appendfsync="always").start()
+        model_dir = tmp_path / "models"  # its own dir: the beat schedule file lives beside it
+        ModelRegistry(model_dir).ensure_seeded()
+        self.values = {
+            **values,
+            "MODERATION_REDIS_URL": self.server.url,
+            "MODERATION_MODEL_DIR": str(model_dir),
+            # One test client posts hundreds of comments from one address.
+            "MODERATION_RATE_LIMIT_IP": "1000000/minute",
+            "MODERATION_RATE_LIMIT_AUTHOR": "1000000/minute",
+        }
+        self.settings = Settings.from_mapping(self.values).check()
+        self.env = {**worker_env, **self.values}
+        self.redis = redis_lib.Redis.from_url(self.server.url, decode_responses=True)
+        self.workers: list[WorkerProcess] = []
+        self._app: Flask | None = None
+
+    @property
+    def app(self) -> Flask:
+        if self._app is None:
+            self._app = create_app(self.settings, configure_logs=False)
+            self._app.config["TESTING"] = True
+        return self._app
+
+    def client(self) -> FlaskClient:
+        return self.app.test_client()
+
+    def start_worker(self, concurrency: int = 2, *, wait: bool = True) -> WorkerProcess:
+        log = self.tmp_path / f"worker-{len(self.workers)}.log"
+        proc = WorkerProcess(self.env, log, concurrency=concurrency)
+        self.workers.append(proc)
+        return proc.start(self.settings) if wait else proc.spawn()
+
+    def record(self, comment_id: str) -> dict[str, str]:
+        return self.redis.hgetall(f"mod:c:{comment_id}")
+
+    def audit(self, comment_id: str) -> list[dict[str, Any]]:
+        return [json.loads(e) for e in self.redis.lrange(f"mod:c:{comment_id}:audit", 0, -1)]
+
+    def decided(self, ids: list[str]) -> list[str]:
+        pipe = self.redis.pipeline(transaction=False)
+        for comment_id in ids:
+            pipe.hget(f"mod:c:{comment_id}", "state")
+        return [i for i, s in zip(ids, pipe.execute(), strict=True) if s in DECIDED_STATES]
+
+    def close(self) -> None:
+        for proc in self.workers:
+            proc.stop()
+        self.redis.close()
+        self.server.stop()
+
+
+@pytest.fixture
+def stack_factory(
+    tmp_path: Path, settings_values: dict[str, str], worker_env: dict[str, str]
+) -> Iterator[Callable[..., Stack]]:
+    """Build a private stack, with settings overridden as MODERATION_* values."""
+    made: list[Stack] = []
+
+    def make(**overrides: str) -> Stack:
+        stack = Stack(tmp_path, {**settings_values, **overrides}, worker_env)
+        made.append(stack)
+        return stack
+
+    yield make
+    for stack in made:
+        stack.close()
+
+
+def comment(n: int) -> dict[str, str]:
+    return {
+        "post_id": "fault-tolerance",
+        "comment": f"Comment number {n}: the council vote was closer than the article says.",
+        "author": f"Reader {n}",
+        "email": f"reader{n}@example.com",
+    }
+
+
+def post(client: FlaskClient) -> tuple[int, str | None]:
+    """Post one comment; return the status and, when accepted, its id."""
+    response = client.post("/api/v1/comments", json=comment(next(_serial)))
+    accepted = response.status_code == 202
+    return response.status_code, response.get_json()["id"] if accepted else None
+
+
+def post_many(client: FlaskClient, n: int) -> list[str]:
+    ids = []
+    for _ in range(n):
+        status, comment_id = post(client)
+        assert status == 202
+        assert comment_id is not None
+        ids.append(comment_id)
+    return ids
+
+
+def score_entries(stack: Stack, comment_id: str) -> list[dict[str, Any]]:
+    return [e for e in stack.audit(comment_id) if e["action"] == "score"]
+
+
+def test_worker_killed_mid_burst_loses_nothing_and_decides_each_comment_once(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """SIGKILL a worker mid-burst: the sweep re-enqueues what it held; each comment scored once."""
+    stack = stack_factory()
+    client = stack.client()
+    burst = post_many(client, 600)
+    first = stack.start_worker(concurrency=2, wait=False)
+    wait_for(lambda: len(stack.decided(burst)) >= 30, timeout=30, interval=0.005)
+    first.kill()
+    # Messages the dead worker had taken (running or prefetched) but never acknowledged.
+    orphaned = set(stack.redis.hkeys(KOMBU_UNACKED))
+    assert orphaned, "the worker was killed between tasks; nothing was in flight"
+    assert len(stack.decided(burst)) < len(burst)
+
+    # Intake keeps accepting while no worker runs.
+    burst += post_many(client, 50)
+
+    second = stack.start_worker(concurrency=2)
+    wait_for(lambda: len(stack.decided(burst)) == len(burst), timeout=60)
+    for comment_id in burst:
+        assert len(score_entries(stack, comment_id)) == 1, stack.audit(comment_id)
+    # kombu did not hand the dead worker's messages back (visibility timeout: an hour); the
+    # service's sweep re-enqueued those comments by id, which is what recovered them.
+    assert orphaned <= set(stack.redis.hkeys(KOMBU_UNACKED))
+    assert "re-enqueued unscored comments" in second.output()
+
+    # A repeated task (as the redelivery after the visibility timeout will be) changes nothing.
+    before = {i: (stack.record(i), stack.audit(i)) for i in burst}
+    celery = create_celery(stack.settings)
+    for comment_id in burst:
+        celery.send_task(SCORE_TASK, args=[comment_id])
+    live = lambda: set(stack.redis.hkeys(KOMBU_UNACKED)) - orphaned  # noqa: E731
+    wait_for(lambda: stack.redis.llen(SCORING_QUEUE) == 0 and not live(), timeout=30)
+    assert {i: (stack.record(i), stack.audit(i)) for i in burst} == before
+
+
+def test_redis_restarted_during_a_burst_keeps_every_accepted_comment(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """Kill Redis (AOF, appendfsync always) mid-burst: every 202 survives and is decided."""
+    stack = stack_factory()
+    stack.start_worker(concurrency=2)
+    accepted: list[str] = []
+    statuses: list[int] = []
+    done = threading.Event()
+
+    def burst() -> None:
+        client = stack.client()
+        try:
+            while len(accepted) < 300:
+                status, comment_id = post(client)
+                statuses.append(status)
+                if comment_id:
+                    accepted.append(comment_id)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=burst)
+    thread.start()
+    try:
+        wait_for(lambda: len(accepted) >= 50, timeout=30)
+        stack.server.kill()
+        wait_for(lambda: statuses and statuses[-1] == 503, timeout=10)
+        stack.server.start()
+    finally:
+        thread.join(60)
+    assert done.is_set()
+    assert set(statuses) == {202, 503}, "every request was accepted or refused with 503"
+    assert [i for i in accepted if not stack.record(i)] == []
+    wait_for(lambda: len(stack.decided(accepted)) == len(accepted), timeout=60)
+    for comment_id in accepted:
+        assert len(score_entries(stack, comment_id)) == 1
+
+
+def test_redis_down_gives_503_with_retry_after_and_recovers_on_its_own(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """With Redis down: 503 + Retry-After (problem+json, or HTML for browsers); then recovery."""
+    stack = stack_factory()
+    client = stack.client()
+    assert client.get("/readyz").status_code == 200
+    stack.server.kill()
+
+    started = time.monotonic()
+    response = client.post("/api/v1/comments", json=comment(next(_serial)))
+    assert time.monotonic() - started < 5, "a Redis outage must fail fast, not hang the request"
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["Retry-After"].isdigit()
+    assert response.get_json()["status"] == 503
+
+    browser = client.post(
+        "/api/v1/comments",
+        data=comment(next(_serial)),
+        headers={"Accept": "text/html,application/xhtml+xml"},
+    )
+    assert browser.status_code == 503
+    assert browser.mimetype == "text/html"
+    assert "Retry-After" in browser.headers
+    assert "Traceback" not in browser.get_data(as_text=True)
+
+    for path in ("/api/v1/comments/" + "0" * 24, "/api/v1/posts/fault-tolerance/comments"):
+        assert client.get(path).status_code == 503
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["checks"]["redis"].startswith("unavailable")
+
+    stack.server.start()  # same port, same AOF directory
+    wait_for(lambda: client.get("/readyz").status_code == 200, timeout=10)
+    status, comment_id = post(client)
+    assert status == 202
+    assert stack.record(str(comment_id))["state"] == "queued"
+
+
+def test_without_a_worker_comments_wait_as_pending_and_are_decided_when_one_returns(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    stack = stack_factory()
+    client = stack.client()
+    ids = post_many(client, 40)
+    for comment_id in ids[:5]:
+        assert client.get(f"/api/v1/comments/{comment_id}").get_json()["status"] == "pending"
+    assert stack.decided(ids) == []
+    assert stack.redis.llen(SCORING_QUEUE) == len(ids)
+
+    stack.start_worker(concurrency=1)
+    wait_for(lambda: len(stack.decided(ids)) == len(ids), timeout=30)
+    assert all(len(score_entries(stack, i)) == 1 for i in ids)
+
+
+def test_poison_comment_is_retried_a_bounded_number_of_times_then_held_without_blocking(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """A corrupted record (its text field lost) is retried, held as scoring_failed; others flow."""
+    # The sweep is slowed down so the attempts counted are the task's own retries.
+    stack = stack_factory(MODERATION_SWEEP_AFTER_SECONDS="60")
+    client = stack.client()
+    status, poison = post(client)
+    assert status == 202 and poison
+    # A partial write or a bad manual edit: the record exists but has no text to score.
+    stack.redis.hdel(f"mod:c:{poison}", "comment")
+    later = post_many(client, 30)
+
+    worker = stack.start_worker(concurrency=1)
+    wait_for(lambda: len(stack.decided(later)) == len(later), timeout=30)
+    wait_for(lambda: stack.record(poison).get("state") == "scored", timeout=30)
+
+    record = stack.record(poison)
+    assert record["queue"] == "pending"
+    assert record["decision_label"] == "error"
+    assert json.loads(record["decision_reasons"]) == ["scoring_failed"]
+    assert int(record["attempts"]) == POISON_ATTEMPTS
+    holds = [e for e in stack.audit(poison) if e["action"] == "hold"]
+    assert [h["reasons"] for h in holds] == [["scoring_failed"]]
+    assert "scoring failed" in worker.output()
+
+    moderator = {"Authorization": f"Bearer {stack.settings.moderator_token}"}
+    queue = client.get("/api/v1/moderation/queue?status=pending&limit=200", headers=moderator)
+    held = [item for item in queue.get_json()["items"] if item["id"] == poison]
+    assert held and held[0]["decision_reasons"] == ["scoring_failed"]
