@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     from service.comments import demo as demo_bp
     from service.errors import register_error_handlers
     from service.health import bp as health_bp
+    from service.metrics import install_metrics
     from service.moderation import bp as moderation_bp
     from service.openapi import bp as openapi_bp
     from service.privacy import bp as privacy_bp
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.register_blueprint(demo_bp)
     app.register_blueprint(openapi_bp)
     register_error_handlers(app)
+    install_metrics(app)
 
     @app.before_request
     def assign_request_id() -> None:

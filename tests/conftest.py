@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 import redis as redis_lib
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from service import create_app
 from workers.celery_app import create_celery
 from workers.embedded_redis import EmbeddedRedis
+from workers.logs import configure_logging
+from workers.privacy import EMAIL_PATTERN
 from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +38,51 @@ TEST_SECRETS = {
     "MODERATION_EMAIL_HMAC_KEY": "test-hmac-key",
     "MODERATION_MODERATOR_TOKEN": MODERATOR_TOKEN,
 }
+
+
+# Everything a public endpoint answered and every log line, for the run-wide privacy check.
+PUBLIC_RESPONSES: list[tuple[str, int, str, str]] = []
+WORKER_LOGS: list[Path] = []
+# Addresses the tests use as client IPs (documentation ranges, RFC 5737).
+TEST_IP_PREFIXES = ("203.0.113.", "198.51.100.")
+PRIVATE_PATHS = ("/api/v1/moderation", "/api/v1/privacy")
+
+
+class RecordingClient(FlaskClient):
+    """A test client that keeps what public endpoints answered."""
+
+    def open(self, *args: Any, **kwargs: Any) -> TestResponse:
+        response: TestResponse = super().open(*args, **kwargs)
+        path = response.request.path
+        if not path.startswith(PRIVATE_PATHS):
+            body = response.get_data(as_text=True) if not response.is_streamed else ""
+            PUBLIC_RESPONSES.append((path, response.status_code, response.mimetype or "", body))
+        return response
+
+
+@pytest.fixture(scope="session", autouse=True)
+def privacy_audit() -> Iterator[None]:
+    """Over the whole run: no email, token or full client IP in a log line or public response."""
+    sink = io.StringIO()
+    previous_client = Flask.test_client_class
+    Flask.test_client_class = RecordingClient
+    configure_logging("DEBUG", stream=sink)
+    yield
+    Flask.test_client_class = previous_client
+    texts = {"service logs": sink.getvalue()}
+    texts.update({str(p): p.read_text(errors="replace") for p in WORKER_LOGS if p.exists()})
+    for path, status, mimetype, body in PUBLIC_RESPONSES:
+        # A browser whose form had errors gets its own input back (so nothing is lost).
+        if not (status == 422 and mimetype == "text/html"):
+            texts[f"response {status} {path}"] = body
+    for where, text in texts.items():
+        emails = EMAIL_PATTERN.findall(text)
+        assert not emails, f"email address in {where}: {emails[:3]}"
+        assert "Bearer " not in text, f"authorization header in {where}"
+        assert MODERATOR_TOKEN not in text, f"token in {where}"
+        assert not re.search(r"\bmod_[A-Za-z0-9_-]{20,}", text), f"token in {where}"
+        for prefix in TEST_IP_PREFIXES:
+            assert prefix not in text, f"client IP in {where}"
 
 
 @pytest.fixture(scope="session")
@@ -76,18 +127,24 @@ def base_settings(settings_values: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
-def settings(base_settings: Settings) -> Settings:
-    """Settings for one test (override with ``settings.with_overrides``)."""
-    return base_settings
+def settings(base_settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """Settings for one test (override with ``settings.with_overrides``).
+
+    Tests that start the session's worker use database 0, where it listens. The others use
+    database 1, where no worker takes their comments, so they can score them in-process.
+    """
+    if "worker" in request.fixturenames:
+        return base_settings
+    return base_settings.with_overrides(redis_url=base_settings.redis_url.rsplit("/", 1)[0] + "/1")
 
 
 @pytest.fixture
-def redis(base_settings: Settings) -> Iterator[redis_lib.Redis]:
-    """A client on the private Redis; the service's keys are removed before each test.
+def redis(settings: Settings) -> Iterator[redis_lib.Redis]:
+    """A client on the test's Redis database; the service's keys are removed before each test.
 
     Celery's own keys (queue bindings) stay, so the session's worker keeps working.
     """
-    client = redis_lib.Redis.from_url(base_settings.redis_url, decode_responses=True)
+    client = redis_lib.Redis.from_url(settings.redis_url, decode_responses=True)
     keys = list(client.scan_iter("mod:*", count=1000))
     if keys:
         client.delete(*keys)
@@ -122,6 +179,7 @@ class WorkerProcess:
         self.concurrency = concurrency
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
+        WORKER_LOGS.append(log_path)
 
     def start(self, settings: Settings, timeout: float = 30.0) -> WorkerProcess:
         """Start the worker and wait until it answers a ping."""
@@ -211,3 +269,90 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02):  # type: 
             return value
         time.sleep(interval)
     pytest.fail(f"condition not met within {timeout}s")
+
+
+DECIDED_STATES = ("scored", "moderated")
+
+
+class Stack:
+    """A private Redis, the app on it, and any number of worker processes (stopped at the end).
+
+    For tests that kill or restart processes, or need workers configured differently from the
+    session's: nothing they do reaches the session's Redis or worker.
+    """
+
+    def __init__(self, tmp_path: Path, values: dict[str, str], worker_env: dict[str, str]) -> None:
+        from model import ModelRegistry
+
+        self.tmp_path = tmp_path
+        self.server = EmbeddedRedis(tmp_path / "redis", appendfsync="always").start()
+        model_dir = tmp_path / "models"  # its own dir: the beat schedule file lives beside it
+        ModelRegistry(model_dir).ensure_seeded()
+        self.values = {
+            **values,
+            "MODERATION_REDIS_URL": self.server.url,
+            "MODERATION_MODEL_DIR": str(model_dir),
+            # One test client posts hundreds of comments from one address.
+            "MODERATION_RATE_LIMIT_IP": "1000000/minute",
+            "MODERATION_RATE_LIMIT_AUTHOR": "1000000/minute",
+        }
+        self.settings = Settings.from_mapping(self.values).check()
+        self.env = {**worker_env, **self.values}
+        self.redis = redis_lib.Redis.from_url(self.server.url, decode_responses=True)
+        self.workers: list[WorkerProcess] = []
+        self._app: Flask | None = None
+
+    @property
+    def app(self) -> Flask:
+        if self._app is None:
+            self._app = create_app(self.settings, configure_logs=False)
+            self._app.config["TESTING"] = True
+        return self._app
+
+    def client(self) -> FlaskClient:
+        return self.app.test_client()
+
+    def start_worker(self, concurrency: int = 2, *, wait: bool = True) -> WorkerProcess:
+        log = self.tmp_path / f"worker-{len(self.workers)}.log"
+        proc = WorkerProcess(self.env, log, concurrency=concurrency)
+        self.workers.append(proc)
+        return proc.start(self.settings) if wait else proc.spawn()
+
+    def record(self, comment_id: str) -> dict[str, str]:
+        return self.redis.hgetall(f"mod:c:{comment_id}")
+
+    def audit(self, comment_id: str) -> list[dict[str, Any]]:
+        return [json.loads(e) for e in self.redis.lrange(f"mod:c:{comment_id}:audit", 0, -1)]
+
+    def decided(self, ids: list[str]) -> list[str]:
+        pipe = self.redis.pipeline(transaction=False)
+        for comment_id in ids:
+            pipe.hget(f"mod:c:{comment_id}", "state")
+        return [i for i, s in zip(ids, pipe.execute(), strict=True) if s in DECIDED_STATES]
+
+    def close(self) -> None:
+        for proc in self.workers:
+            proc.stop()
+        self.redis.close()
+        self.server.stop()
+
+
+@pytest.fixture
+def stack_factory(
+    tmp_path: Path, settings_values: dict[str, str], worker_env: dict[str, str]
+) -> Iterator[Callable[..., Stack]]:
+    """Build a private stack, with settings overridden as MODERATION_* values.
+
+    ``worker_env`` adds variables seen by the worker processes only.
+    """
+    made: list[Stack] = []
+
+    def make(worker_only: dict[str, str] | None = None, **overrides: str) -> Stack:
+        env = {**worker_env, **(worker_only or {})}
+        stack = Stack(tmp_path, {**settings_values, **overrides}, env)
+        made.append(stack)
+        return stack
+
+    yield make
+    for stack in made:
+        stack.close()

@@ -62,7 +62,27 @@ def worker(
     ]
     if beat:
         argv += ["--beat", f"--schedule={settings.model_dir.parent / 'celerybeat-schedule'}"]
+    if settings.worker_metrics_port:
+        _serve_metrics(settings, pool)
     app.worker_main(argv=[*argv, *celery_args])
+
+
+def _serve_metrics(settings: Settings, pool: str) -> None:
+    from workers.metrics import serve_worker_metrics
+
+    if pool not in ("solo", "threads") and not settings.prometheus_multiproc_dir:
+        # Pool children count in their own memory; only shared files reach the parent's server.
+        raise click.ClickException(
+            "MODERATION_WORKER_METRICS_PORT with the prefork pool needs PROMETHEUS_MULTIPROC_DIR"
+        )
+    try:
+        serve_worker_metrics(
+            settings.worker_metrics_host,
+            settings.worker_metrics_port,
+            settings.prometheus_multiproc_dir,
+        )
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot serve worker metrics: {exc}") from None
 
 
 @main.command()

@@ -37,6 +37,7 @@ class ErasureReport:
     """What an erasure removed, so the operator can answer the reader."""
 
     comments_deleted: int = 0
+    audit_entries_removed: int = 0
     undo_entries_removed: int = 0
     other_keys_removed: int = 0
     comment_ids: list[str] = field(default_factory=list)
@@ -44,6 +45,7 @@ class ErasureReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "comments_deleted": self.comments_deleted,
+            "audit_entries_removed": self.audit_entries_removed,
             "undo_entries_removed": self.undo_entries_removed,
             "other_keys_removed": self.other_keys_removed,
             "comment_ids": self.comment_ids,
@@ -56,9 +58,15 @@ def erase_by_email(store: CommentStore, vault: EmailVault, email: str, actor: st
     report = ErasureReport()
     ids = store.author_comment_ids(digest)
     for record in store.get_many(ids):
-        if store.delete(record, audit={"actor": actor, "action": "erase", "to": "deleted"}):
+        if store.delete(record):
             report.comments_deleted += 1
             report.comment_ids.append(record["id"])
+    # Audit entries may hold moderators' notes about the reader: they go too, and one entry
+    # records the erasure itself (opaque ids only).
+    report.audit_entries_removed = store.drop_audit_entries(set(ids))
+    store.append_audit_event(
+        {"actor": actor, "action": "erase", "comments_deleted": report.comments_deleted}
+    )
     report.undo_entries_removed = store.drop_undo_entries(set(ids))
     # Anything else keyed by the author's digest: the author index, rate-limit counters.
     report.other_keys_removed = store.delete_keys_mentioning(digest)

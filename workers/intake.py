@@ -10,6 +10,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from workers.celery_app import SCORE_TASK
+from workers.metrics import ENQUEUE_DEFERRED
 from workers.privacy import ip_digest
 from workers.runtime import Runtime
 from workers.store import NewComment
@@ -77,5 +78,6 @@ def accept_comment(
     except OperationalError:
         # The comment is stored and listed as unscored: the sweep will enqueue it later.
         enqueued = False
+        ENQUEUE_DEFERRED.inc()
         log.warning("enqueue failed; left for the sweep", extra={"comment_id": comment_id})
     return Accepted(id=comment_id, status="pending", enqueued=enqueued)

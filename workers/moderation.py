@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from workers.metrics import record_moderator_decision
 from workers.store import STATE_MODERATED, CommentStore, iso_now
 
 Role = Literal["moderator", "admin"]
@@ -77,6 +78,7 @@ def apply_decision(
     )
     if not result.applied:
         return DecisionResult(found=False)
+    record_moderator_decision(record, action, queue)
     store.push_undo(
         moderator, {"comment_id": comment_id, "kind": "transition", "before": result.before}
     )

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from model.policy import Decision, Signals, decide, held_for_error
+from workers import metrics
+from workers.logs import bind_request_id
 from workers.runtime import Runtime
 from workers.settings import Settings
-from workers.store import STATE_QUEUED, STATE_SCORED, iso_now
+from workers.store import STATE_QUEUED, STATE_SCORED, iso_now, now_us
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ def score_and_decide(runtime: Runtime, comment_id: str) -> Outcome:
         return "missing"
     if record.get("state") != STATE_QUEUED:
         return "already_decided"
+    bind_request_id(record.get("request_id") or "")
     classifier = runtime.classifier()
     started = time.perf_counter()
     score = classifier.score(record["comment"])
@@ -107,6 +110,10 @@ def score_and_decide(runtime: Runtime, comment_id: str) -> Outcome:
     )
     if not result.applied:
         return "already_decided" if result.found else "missing"
+    metrics.SCORING_SECONDS.labels(model_version=score.model_version).observe(elapsed_ms / 1000)
+    metrics.DECISIONS.labels(decision.label, decision.queue, score.model_version).inc()
+    if isinstance(record.get("created_us"), int):
+        metrics.DECISION_DELAY_SECONDS.observe(max(0.0, (now_us() - record["created_us"]) / 1e6))
     log.info(
         "comment scored",
         extra={
@@ -141,4 +148,6 @@ def hold_after_failure(runtime: Runtime, comment_id: str, code: str) -> Outcome:
         audit={"actor": "model", "action": "hold", "to": decision.queue, "reasons": [code]},
     )
     log.warning("comment held after scoring failures", extra={"comment_id": comment_id})
+    if result.applied:
+        metrics.DECISIONS.labels(decision.label, decision.queue, "none").inc()
     return "decided" if result.applied else "already_decided"

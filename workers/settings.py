@@ -70,6 +70,11 @@ class Settings:
     retention_rejected_days: float = 30.0
     retention_audit_days: float = 365.0
     log_level: str = "INFO"
+    # Metrics: PROMETHEUS_MULTIPROC_DIR (that exact name; prometheus-client reads it too) makes
+    # gunicorn's and Celery's processes share their samples; the worker serves them on a port.
+    prometheus_multiproc_dir: str = ""
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 0  # 0 = the worker serves no metrics
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -87,6 +92,8 @@ class Settings:
             key = ENV_PREFIX + f.name.upper()
             if f.name == "redis_url" and "REDIS_URL" in values and key not in values:
                 key = "REDIS_URL"
+            if f.name == "prometheus_multiproc_dir":
+                key = "PROMETHEUS_MULTIPROC_DIR"
             if key not in values:
                 continue
             raw = values[key]

@@ -612,6 +612,11 @@ class CommentStore:
             out.append(item)
         return out
 
+    def append_audit_event(self, entry: Mapping[str, Any]) -> None:
+        """Append an entry about no single comment (e.g. an erasure) to the global audit log."""
+        text = json.dumps({"at": iso_now(), **entry})
+        self.redis.xadd(audit_stream_key(), {"entry": text}, maxlen=AUDIT_STREAM_MAX, approximate=True)
+
     def append_audit(self, comment_id: str, entry: Mapping[str, Any]) -> None:
         """Append an entry (note, reveal) to a comment's trail and the global audit log."""
         text = json.dumps({"at": iso_now(), "comment_id": comment_id, **entry})
@@ -670,7 +675,20 @@ class CommentStore:
 
     def trim_audit(self, older_than_ms: int) -> int:
         """Drop global audit entries older than the cutoff; return how many."""
-        return int(self.redis.xtrim(audit_stream_key(), minid=f"{older_than_ms}-0"))
+        return int(
+            self.redis.xtrim(audit_stream_key(), minid=f"{older_than_ms}-0", approximate=False)
+        )
+
+    def drop_audit_entries(self, comment_ids: set[str]) -> int:
+        """Delete global audit entries about these comments (erasure); return how many."""
+        doomed = []
+        for entry_id, fields in self.redis.xrange(audit_stream_key()):
+            raw = fields.get(b"entry") or fields.get("entry") or "{}"
+            if json.loads(raw).get("comment_id") in comment_ids:
+                doomed.append(entry_id)
+        for start in range(0, len(doomed), 1000):
+            self.redis.xdel(audit_stream_key(), *doomed[start : start + 1000])
+        return len(doomed)
 
 
 def _iso(us: int) -> str:

@@ -11,6 +11,8 @@ from celery import Celery, Task
 
 from workers.celery_app import PURGE_TASK, SCORE_TASK, SWEEP_TASK, WEBHOOK_TASK
 from workers.erasure import purge_expired as purge
+from workers.logs import request_id_bound
+from workers.metrics import SCORING_FAILURES
 from workers.pipeline import hold_after_failure, score_and_decide
 from workers.webhooks import WebhookError, deliver
 from workers.runtime import Runtime
@@ -51,6 +53,11 @@ def register_tasks(app: Celery) -> None:
     )
     def score_comment(self: Task[Any, Any], comment_id: str) -> str:
         """Score and decide one comment by id."""
+        # The intake's request id (a message header) tags every log line of this task.
+        with request_id_bound(str(getattr(self.request, "request_id", None) or "")):
+            return _score_comment(self, comment_id)
+
+    def _score_comment(self: Task[Any, Any], comment_id: str) -> str:
         runtime = runtime_for(app)
         try:
             outcome = score_and_decide(runtime, comment_id)
@@ -63,7 +70,9 @@ def register_tasks(app: Celery) -> None:
                 extra={"comment_id": comment_id, "attempt": attempts, "error": type(exc).__name__},
             )
             if attempts < POISON_ATTEMPTS:
+                SCORING_FAILURES.labels(outcome="retried").inc()
                 raise self.retry(countdown=0.5 * attempts, max_retries=POISON_ATTEMPTS) from None
+            SCORING_FAILURES.labels(outcome="held").inc()
             outcome = hold_after_failure(runtime, comment_id, "scoring_failed")
         if outcome == "decided":
             notify_decision(app, runtime, comment_id)

@@ -1,0 +1,71 @@
+"""`moderation-admin`: operator commands (moderator tokens, retention) run against Redis."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from workers.erasure import purge_expired
+from workers.moderation import ROLES, create_token, revoke_tokens
+from workers.runtime import Runtime
+from workers.settings import ConfigError, Settings
+
+
+def _runtime() -> Runtime:
+    try:
+        return Runtime(Settings.from_env().check())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def main() -> None:
+    """Administer the comment moderation service."""
+
+
+@main.group()
+def tokens() -> None:
+    """Create, list and revoke named moderator tokens."""
+
+
+@tokens.command("create")
+@click.option("--name", required=True, help="Who the token is for (shown in the audit log).")
+@click.option("--role", type=click.Choice(ROLES), default="moderator", show_default=True)
+def tokens_create(name: str, role: str) -> None:
+    """Create a token; it is printed once and stored only as a hash."""
+    token = create_token(_runtime().store, name, role)  # type: ignore[arg-type]
+    click.echo(token)
+
+
+@tokens.command("list")
+def tokens_list() -> None:
+    """List token names and roles (never the tokens)."""
+    for info in sorted(_runtime().store.all_tokens().values(), key=lambda i: i["name"]):
+        click.echo(f"{info['name']}\t{info['role']}\t{info.get('created_at', '')}")
+
+
+@tokens.command("revoke")
+@click.argument("name")
+def tokens_revoke(name: str) -> None:
+    """Revoke every token with this name."""
+    count = revoke_tokens(_runtime().store, name)
+    if not count:
+        raise click.ClickException(f"no token named {name!r}")
+    click.echo(f"revoked {count} token(s) named {name!r}")
+
+
+@main.command()
+def purge() -> None:
+    """Apply the retention periods now (the beat scheduler also runs this hourly)."""
+    runtime = _runtime()
+    report = purge_expired(
+        runtime.store,
+        rejected_days=runtime.settings.retention_rejected_days,
+        audit_days=runtime.settings.retention_audit_days,
+    )
+    click.echo(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Prometheus endpoint and request timing for the API (metric definitions: workers.metrics)."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Flask, Response, g, request
+
+from service import services
+from workers.celery_app import SCORING_QUEUE, WEBHOOK_QUEUE
+from workers.metrics import (
+    CONTENT_TYPE_LATEST,
+    HTTP_REQUEST_SECONDS,
+    SUBMISSIONS,
+    QueueDepthCollector,
+    exposition,
+    submission_outcome,
+)
+
+bp = Blueprint("metrics", __name__)
+SUBMIT_ENDPOINT = "comments.submit"
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Return every API process's metrics and the queue depths, for Prometheus to scrape."""
+    svc = services()
+    depth = QueueDepthCollector(svc.runtime.store, svc.celery, (SCORING_QUEUE, WEBHOOK_QUEUE))
+    body = exposition(svc.settings.prometheus_multiproc_dir, depth)
+    return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def install_metrics(app: Flask) -> None:
+    """Serve /metrics and time every request by route."""
+    app.register_blueprint(bp)
+
+    @app.before_request
+    def start_timer() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def observe(response: Response) -> Response:
+        started = g.pop("metrics_started", None)
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        if started is not None:
+            HTTP_REQUEST_SECONDS.labels(
+                method=request.method, route=route, status=str(response.status_code)
+            ).observe(time.perf_counter() - started)
+        if request.endpoint == SUBMIT_ENDPOINT and request.method == "POST":
+            SUBMISSIONS.labels(outcome=submission_outcome(response.status_code)).inc()
+        return response

@@ -1,0 +1,207 @@
+"""Abuse protection: rate limits, duplicates, honeypot and timing signals, CORS, proxies, headers."""
+
+from __future__ import annotations
+
+import time
+
+import redis as redis_lib
+from flask.testing import FlaskClient
+
+from service import create_app
+from tests.conftest import MODERATOR_TOKEN
+from workers.pipeline import score_and_decide
+from workers.runtime import Runtime
+from workers.settings import Settings
+
+FORM = {
+    "post_id": "p1",
+    "comment": "A calm and friendly comment.",
+    "author": "Ann",
+    "email": "ann@example.com",
+}
+BROWSER = {"Accept": "text/html"}
+
+
+def client_for(settings: Settings, **overrides: object) -> FlaskClient:
+    return create_app(settings.with_overrides(**overrides), configure_logs=False).test_client()
+
+
+def test_rate_limit_per_client_ip_answers_429_with_retry_after(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    client = client_for(settings, rate_limit_ip="3/minute")
+    env = {"REMOTE_ADDR": "203.0.113.77"}
+    codes = [
+        client.post(
+            "/api/v1/comments",
+            json={**FORM, "email": f"r{n}@example.com", "comment": f"c{n}"},
+            environ_base=env,
+        ).status_code
+        for n in range(4)
+    ]
+    assert codes == [202, 202, 202, 429]
+    limited = client.post("/api/v1/comments", json=FORM, environ_base=env)
+    assert limited.mimetype == "application/problem+json"
+    assert int(limited.headers["Retry-After"]) > 0
+    # Another reader is not affected; a forged X-Forwarded-For does not reset the counter.
+    assert (
+        client.post(
+            "/api/v1/comments",
+            json={**FORM, "comment": "x"},
+            environ_base={"REMOTE_ADDR": "203.0.113.78"},
+        ).status_code
+        == 202
+    )
+    forged = {"X-Forwarded-For": "198.51.100.23"}
+    assert (
+        client.post("/api/v1/comments", json=FORM, headers=forged, environ_base=env).status_code
+        == 429
+    )
+    # Moderators are exempt.
+    moderator = {"Authorization": f"Bearer {MODERATOR_TOKEN}"}
+    assert (
+        client.post(
+            "/api/v1/comments", json={**FORM, "comment": "mod"}, headers=moderator, environ_base=env
+        ).status_code
+        == 202
+    )
+
+
+def test_rate_limit_per_author_follows_the_address_across_ips(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    client = client_for(settings, rate_limit_author="2/minute")
+    codes = [
+        client.post(
+            "/api/v1/comments",
+            data={
+                **FORM,
+                "comment": f"text {n}",
+                "email": "Same@Example.com" if n % 2 else "same@example.com",
+            },
+            environ_base={"REMOTE_ADDR": f"203.0.113.{n + 10}"},
+        ).status_code
+        for n in range(3)
+    ]
+    assert codes == [202, 202, 429]
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_is_limited(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    client = client_for(settings, rate_limit_ip="1/minute", trusted_proxies=1)
+    proxy = {"REMOTE_ADDR": "10.0.0.2"}
+    first = client.post(
+        "/api/v1/comments",
+        json=FORM,
+        headers={"X-Forwarded-For": "198.51.100.1"},
+        environ_base=proxy,
+    )
+    second = client.post(
+        "/api/v1/comments",
+        json={**FORM, "comment": "b"},
+        headers={"X-Forwarded-For": "198.51.100.2"},
+        environ_base=proxy,
+    )
+    again = client.post(
+        "/api/v1/comments",
+        json={**FORM, "comment": "c"},
+        headers={"X-Forwarded-For": "198.51.100.1"},
+        environ_base=proxy,
+    )
+    assert (first.status_code, second.status_code, again.status_code) == (202, 202, 429)
+    # A client prepending its own forged hop is still seen as the address the proxy saw.
+    forged = client.post(
+        "/api/v1/comments",
+        json={**FORM, "comment": "d"},
+        headers={"X-Forwarded-For": "1.2.3.4, 198.51.100.1"},
+        environ_base=proxy,
+    )
+    assert forged.status_code == 429
+
+
+def test_duplicate_submission_answers_409_with_the_original_id(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    client = client_for(settings, duplicate_window_seconds=600)
+    first = client.post("/api/v1/comments", json=FORM)
+    assert first.status_code == 202
+    again = client.post(
+        "/api/v1/comments", json={**FORM, "comment": "  A calm and FRIENDLY   comment. "}
+    )
+    assert again.status_code == 409
+    assert again.get_json()["id"] == first.get_json()["id"]
+    assert client.post("/api/v1/comments", json={**FORM, "post_id": "p2"}).status_code == 202
+    assert (
+        client.post("/api/v1/comments", json={**FORM, "email": "bob@example.com"}).status_code
+        == 202
+    )
+    assert (
+        len(list(redis.scan_iter("mod:c:*:audit"))) == 0
+        and len([k for k in redis.scan_iter("mod:c:*")]) == 3
+    )
+
+
+def test_honeypot_and_too_fast_submissions_are_not_published(
+    client: FlaskClient, settings: Settings
+) -> None:
+    runtime = Runtime(settings)
+    bot = client.post(
+        "/api/v1/comments", data={**FORM, "homepage": "http://spam.example"}
+    ).get_json()["id"]
+    token = client.get("/api/v1/form-token").get_json()["form_token"]
+    hasty = client.post(
+        "/api/v1/comments", data={**FORM, "comment": "Fast but fine.", "form_token": token}
+    ).get_json()["id"]
+    for comment_id in (bot, hasty):
+        score_and_decide(runtime, comment_id)
+    bot_record, hasty_record = runtime.store.get(bot), runtime.store.get(hasty)
+    assert bot_record["queue"] == "spam" and bot_record["decision_reasons"] == ["honeypot_filled"]
+    assert (
+        hasty_record["queue"] == "pending"
+        and "submitted_too_fast" in hasty_record["decision_reasons"]
+    )
+    # A reader who took their time with the same form token is not held for timing.
+    patient = settings.with_overrides(min_submit_seconds=0.05)
+    time.sleep(0.1)
+    ok = client.post(
+        "/api/v1/comments", data={**FORM, "comment": "Slow and fine.", "form_token": token}
+    ).get_json()["id"]
+    score_and_decide(Runtime(patient), ok)
+    assert "submitted_too_fast" not in (Runtime(patient).store.get(ok)["decision_reasons"] or [])
+
+
+def test_cors_only_for_the_sites_origins(settings: Settings, redis: redis_lib.Redis) -> None:
+    client = client_for(settings, site_origins=("https://news.example",))
+    allowed = client.options(
+        "/api/v1/comments",
+        headers={"Origin": "https://news.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert allowed.headers.get("Access-Control-Allow-Origin") == "https://news.example"
+    other = client.options(
+        "/api/v1/comments",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "Access-Control-Allow-Origin" not in other.headers
+    moderation = client.options(
+        "/api/v1/moderation/queue",
+        headers={"Origin": "https://news.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert "Access-Control-Allow-Origin" not in moderation.headers
+
+
+def test_html_pages_carry_security_headers_and_escape_input(client: FlaskClient) -> None:
+    response = client.post(
+        "/api/v1/comments",
+        data={**FORM, "author": "", "comment": "<script>alert('x')</script>"},
+        headers=BROWSER,
+    )
+    page = response.get_data(as_text=True)
+    assert "<script>alert" not in page and "&lt;script&gt;" in page
+    for header in (
+        "Content-Security-Policy",
+        "X-Frame-Options",
+        "X-Content-Type-Options",
+        "Referrer-Policy",
+    ):
+        assert header in response.headers

@@ -1,0 +1,404 @@
+"""Moderators over HTTP: roles, queue filters and cursors, bulk, undo, notes, audit, reveal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import redis as redis_lib
+from flask.testing import FlaskClient
+
+from tests.conftest import ROOT, WorkerProcess, wait_for
+from workers.moderation import create_token
+from workers.pipeline import score_and_decide
+from workers.runtime import Runtime
+from workers.settings import Settings
+
+EMAIL = "mod.reader@example.com"
+BASE = {"post_id": "elections", "author": "Mod Reader", "email": EMAIL}
+TEXTS = [
+    "Interesting analysis of the turnout numbers, thanks.",
+    "WIN FREE CASH NOW!!! Click http://cheap-pills.example.biz for a limited offer",
+    "You are a complete idiot and so is everyone who agrees with you.",
+    "I disagree with the second point, but the article is well argued.",
+    "Buy followers cheap, visit http://followers.example.ru today, best price guaranteed",
+]
+
+
+@pytest.fixture
+def tokens(settings: Settings, redis: redis_lib.Redis) -> dict[str, dict[str, str]]:
+    """Authorization headers for a moderator and an admin (named tokens, stored hashed)."""
+    store = Runtime(settings).store
+    return {
+        "alice": {"Authorization": "Bearer " + create_token(store, "alice", "moderator")},
+        "root": {"Authorization": "Bearer " + create_token(store, "root", "admin")},
+    }
+
+
+def submit_scored(client: FlaskClient, settings: Settings, texts: list[str]) -> list[str]:
+    """Post comments and score them in-process (real model, real Redis).
+
+    A session worker, if one is running, may score a comment first: either way it is decided.
+    """
+    runtime = Runtime(settings)
+    ids = []
+    for text in texts:
+        response = client.post("/api/v1/comments", json={**BASE, "comment": text})
+        assert response.status_code == 202, response.get_json()
+        ids.append(response.get_json()["id"])
+        assert score_and_decide(runtime, ids[-1]) in ("decided", "already_decided")
+        assert runtime.store.get(ids[-1])["state"] == "scored"
+    return ids
+
+
+def queue_ids(client: FlaskClient, headers: dict[str, str], query: str) -> list[str]:
+    response = client.get(f"/api/v1/moderation/queue?{query}", headers=headers)
+    assert response.status_code == 200, response.get_json()
+    return [item["id"] for item in response.get_json()["items"]]
+
+
+def test_tokens_are_stored_hashed_and_roles_are_enforced(
+    client: FlaskClient,
+    redis: redis_lib.Redis,
+    tokens: dict[str, dict[str, str]],
+    settings: Settings,
+) -> None:
+    (comment_id,) = submit_scored(client, settings, TEXTS[:1])
+    token = tokens["alice"]["Authorization"].split()[1]
+    assert not any(
+        token in str(redis.hgetall(k)) for k in redis.scan_iter("mod:*") if redis.type(k) == "hash"
+    )
+
+    alice, root = tokens["alice"], tokens["root"]
+    assert client.get("/api/v1/moderation/queue").status_code == 401
+    assert client.get("/api/v1/moderation/queue", headers=alice).status_code == 200
+    # Moderators moderate; only admins delete, reveal addresses, read the audit log, handle privacy.
+    decide = f"/api/v1/moderation/comments/{comment_id}/decision"
+    assert client.post(decide, json={"action": "reject"}, headers=alice).status_code == 200
+    assert client.post(decide, json={"action": "delete"}, headers=alice).status_code == 403
+    reveal = f"/api/v1/moderation/comments/{comment_id}/email"
+    assert client.get(reveal, headers=alice).status_code == 403
+    assert client.get("/api/v1/moderation/audit", headers=alice).status_code == 403
+    assert (
+        client.post("/api/v1/privacy/export", json={"email": EMAIL}, headers=alice).status_code
+        == 403
+    )
+    assert client.get(reveal, headers=root).get_json()["email"] == EMAIL
+    assert client.get("/api/v1/moderation/audit", headers=root).status_code == 200
+
+
+def test_cli_creates_lists_and_revokes_tokens(
+    client: FlaskClient, settings_values: dict[str, str], settings: Settings, redis: redis_lib.Redis
+) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MODERATION_")},
+        **settings_values,
+    }
+    env["MODERATION_REDIS_URL"] = settings.redis_url
+    admin = [sys.executable, "-m", "service.cli"]
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [*admin, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )  # noqa: S603
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    token = run("tokens", "create", "--name", "bob", "--role", "moderator")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/moderation/queue", headers=headers).status_code == 200
+    listing = run("tokens", "list")
+    assert "bob\tmoderator" in listing and token not in listing
+    run("tokens", "revoke", "bob")
+    assert client.get("/api/v1/moderation/queue", headers=headers).status_code == 401
+
+
+def test_queue_filters_and_sorts(
+    client: FlaskClient, settings: Settings, tokens: dict[str, dict[str, str]]
+) -> None:
+    ids = submit_scored(client, settings, TEXTS)
+    root = tokens["root"]
+    everything = []
+    for status in ("pending", "approved", "rejected", "spam"):
+        everything += client.get(
+            f"/api/v1/moderation/queue?status={status}", headers=root
+        ).get_json()["items"]
+    assert {item["id"] for item in everything} == set(ids)
+    spam_first = []
+    for status in ("pending", "approved", "spam"):
+        items = client.get(
+            f"/api/v1/moderation/queue?status={status}&sort=spam", headers=root
+        ).get_json()["items"]
+        scores = [item["scores"]["spam"] for item in items]
+        assert scores == sorted(scores, reverse=True)
+        spam_first += items
+    # Score range filter: only comments whose spam score is at least 0.5.
+    high = [i for i in everything if i["scores"]["spam"] >= 0.5]
+    found = []
+    for status in ("pending", "approved", "spam"):
+        found += queue_ids(client, root, f"status={status}&min_spam=0.5")
+    assert set(found) == {i["id"] for i in high}
+    # Post and author filters.
+    digest = everything[0]["author_digest"]
+    assert all(
+        queue_ids(client, root, f"status={s}&author_digest=nobody") == []
+        for s in ("pending", "approved")
+    )
+    mine = []
+    for status in ("pending", "approved", "rejected", "spam"):
+        mine += queue_ids(client, root, f"status={status}&author_digest={digest}&post_id=elections")
+    assert set(mine) == set(ids)
+    bad = client.get("/api/v1/moderation/queue?status=nope&sort=x&min_spam=2", headers=root)
+    assert bad.status_code == 400
+    assert set(bad.get_json()["errors"]) == {"status", "sort", "min_spam"}
+
+
+def test_cursor_pagination_stays_correct_while_comments_arrive(
+    client: FlaskClient, settings: Settings, tokens: dict[str, dict[str, str]]
+) -> None:
+    root = tokens["root"]
+    for sort in ("newest", "spam"):
+        approve = [f"Thoughtful comment number {n} about the local elections." for n in range(7)]
+        ids = submit_scored(client, settings, approve)
+        queue = next(
+            s
+            for s in ("approved", "pending")
+            if client.get(f"/api/v1/moderation/queue?status={s}", headers=root).get_json()["items"]
+        )
+        seen: list[str] = []
+        cursor = ""
+        while True:
+            page = client.get(
+                f"/api/v1/moderation/queue?status={queue}&sort={sort}&limit=2&cursor={cursor}",
+                headers=root,
+            ).get_json()
+            seen += [item["id"] for item in page["items"]]
+            # New comments arriving mid-listing must not shift or repeat what follows.
+            submit_scored(client, settings, [f"A late arrival during paging {len(seen)} {sort}."])
+            if not page["next_cursor"]:
+                break
+            cursor = page["next_cursor"]
+        assert len(seen) == len(set(seen))
+        assert set(i for i in ids if Runtime(settings).store.get(i)["queue"] == queue) <= set(seen)
+
+
+def test_bulk_actions_return_a_result_per_id(
+    client: FlaskClient,
+    settings: Settings,
+    tokens: dict[str, dict[str, str]],
+    redis: redis_lib.Redis,
+) -> None:
+    ids = submit_scored(client, settings, TEXTS[:3])
+    missing = "f" * 24
+    response = client.post(
+        "/api/v1/moderation/bulk",
+        json={"action": "spam", "ids": [*ids, missing]},
+        headers=tokens["alice"],
+    )
+    assert response.status_code == 200
+    results = response.get_json()["results"]
+    assert all(results[i]["status"] == 200 and results[i]["queue"] == "spam" for i in ids)
+    assert results[missing]["status"] == 404
+    assert all(redis.hget(f"mod:c:{i}", "queue") == "spam" for i in ids)
+    refused = client.post(
+        "/api/v1/moderation/bulk", json={"action": "delete", "ids": ids}, headers=tokens["alice"]
+    )
+    assert all(r["status"] == 403 for r in refused.get_json()["results"].values())
+    invalid = client.post(
+        "/api/v1/moderation/bulk", json={"action": "zap", "ids": "x"}, headers=tokens["alice"]
+    )
+    assert invalid.status_code == 422 and set(invalid.get_json()["errors"]) == {"action", "ids"}
+
+
+def test_undo_reverts_the_moderators_last_action_only(
+    client: FlaskClient,
+    settings: Settings,
+    tokens: dict[str, dict[str, str]],
+    redis: redis_lib.Redis,
+) -> None:
+    (comment_id,) = submit_scored(client, settings, TEXTS[1:2])
+    before = redis.hget(f"mod:c:{comment_id}", "queue")
+    alice, root = tokens["alice"], tokens["root"]
+    client.post(
+        f"/api/v1/moderation/comments/{comment_id}/decision",
+        json={"action": "approve"},
+        headers=alice,
+    )
+    assert redis.hget(f"mod:c:{comment_id}", "queue") == "approved"
+    assert (
+        client.post("/api/v1/moderation/undo", headers=root).status_code == 409
+    )  # root did nothing
+    undone = client.post("/api/v1/moderation/undo", headers=alice)
+    assert undone.status_code == 200
+    assert redis.hget(f"mod:c:{comment_id}", "queue") == before
+    assert redis.hget(f"mod:c:{comment_id}", "state") == "scored"
+    listing = client.get("/api/v1/posts/elections/comments").get_json()["comments"]
+    assert comment_id not in [c["id"] for c in listing] or before == "approved"
+    # Undo of a delete brings the comment back with its trail.
+    client.post(
+        f"/api/v1/moderation/comments/{comment_id}/decision",
+        json={"action": "delete"},
+        headers=root,
+    )
+    assert not redis.exists(f"mod:c:{comment_id}")
+    assert client.post("/api/v1/moderation/undo", headers=root).status_code == 200
+    assert redis.hget(f"mod:c:{comment_id}", "queue") == before
+    detail = client.get(f"/api/v1/moderation/comments/{comment_id}", headers=root).get_json()
+    assert [e["action"] for e in detail["audit"]][-2:] == ["undo", "undo"] or detail["audit"][-1][
+        "action"
+    ] == "undo"
+
+
+def test_detail_shows_history_and_an_append_only_audit_trail(
+    client: FlaskClient, settings: Settings, tokens: dict[str, dict[str, str]]
+) -> None:
+    first, second = submit_scored(client, settings, [TEXTS[0], TEXTS[3]])
+    alice, root = tokens["alice"], tokens["root"]
+    client.post(
+        f"/api/v1/moderation/comments/{first}/decision", json={"action": "approve"}, headers=alice
+    )
+    client.post(
+        f"/api/v1/moderation/comments/{second}/decision",
+        json={"action": "reject", "note": "off topic"},
+        headers=alice,
+    )
+    assert (
+        client.post(
+            f"/api/v1/moderation/comments/{second}/notes",
+            json={"note": "author warned"},
+            headers=alice,
+        ).status_code
+        == 201
+    )
+    client.get(f"/api/v1/moderation/comments/{second}/email", headers=root)
+    detail = client.get(f"/api/v1/moderation/comments/{second}", headers=alice).get_json()
+    assert detail["email"] == "m***@example.com"
+    assert detail["author_history"]["approved"] == 1
+    actions = [(e["actor"], e["action"]) for e in detail["audit"]]
+    assert actions == [
+        ("model", "score"),
+        ("alice", "reject"),
+        ("alice", "note"),
+        ("root", "reveal_email"),
+    ]
+    assert (
+        detail["audit"][1]["from"]
+        and detail["audit"][1]["to"] == "rejected"
+        and detail["audit"][1]["note"] == "off topic"
+    )
+    log = client.get("/api/v1/moderation/audit?limit=100", headers=root).get_json()["entries"]
+    assert ("root", "reveal_email", second) in [
+        (e["actor"], e["action"], e["comment_id"]) for e in log
+    ]
+
+
+def test_not_spam_publishes_and_labels_the_comment(
+    client: FlaskClient, settings: Settings, tokens: dict[str, dict[str, str]]
+) -> None:
+    from workers.labels import moderator_labels
+
+    (comment_id,) = submit_scored(client, settings, TEXTS[1:2])
+    client.post(
+        f"/api/v1/moderation/comments/{comment_id}/decision",
+        json={"action": "not_spam"},
+        headers=tokens["alice"],
+    )
+    listing = client.get("/api/v1/posts/elections/comments").get_json()["comments"]
+    assert comment_id in [c["id"] for c in listing]
+    labels = list(moderator_labels(Runtime(settings).store))
+    assert (
+        labels == [labels[0]] and labels[0]["comment_id"] == comment_id and labels[0]["spam"] == 0
+    )
+    assert "email" not in labels[0] and EMAIL not in str(labels[0])
+
+
+def test_trusted_authors_are_auto_approved(client: FlaskClient, settings: Settings) -> None:
+    trusted = settings.with_overrides(auto_approve_after=2, spam_hold_threshold=0.0)
+    runtime = Runtime(trusted)
+    ids = submit_scored(client, settings, [TEXTS[0], TEXTS[3]])
+    for comment_id in ids:  # a moderator approved this author's first two comments
+        runtime.store.transition(
+            runtime.store.get(comment_id),
+            "approved",
+            allowed_states=None,
+            fields={"state": "moderated"},
+        )
+    response = client.post(
+        "/api/v1/comments", json={**BASE, "comment": "Another fair point, thanks."}
+    )
+    comment_id = response.get_json()["id"]
+    score_and_decide(runtime, comment_id)
+    record = runtime.store.get(comment_id)
+    assert record["queue"] == "approved" and "trusted_author" in record["decision_reasons"]
+    # With the feature off, the same (forced-uncertain) comment waits for a human.
+    response = client.post(
+        "/api/v1/comments",
+        json={**BASE, "email": "new@example.com", "comment": "Another fair point."},
+    )
+    other = response.get_json()["id"]
+    score_and_decide(Runtime(trusted.with_overrides(auto_approve_after=0)), other)
+    assert runtime.store.get(other)["queue"] == "pending"
+
+
+@pytest.mark.integration
+def test_decisions_reach_the_site_as_signed_webhooks(
+    tmp_path,
+    settings_values: dict[str, str],
+    worker_env: dict[str, str],  # type: ignore[no-untyped-def]
+) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from service import create_app
+    from workers.embedded_redis import EmbeddedRedis
+    from workers.webhooks import SIGNATURE_HEADER, verify
+
+    received: list[tuple[bytes, str]] = []
+    failures = {"left": 1}  # the first delivery fails with 503: it must be retried
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if failures["left"]:
+                failures["left"] -= 1
+                self.send_response(503)
+            else:
+                received.append((body, self.headers[SIGNATURE_HEADER]))
+                self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    redis_server = EmbeddedRedis(tmp_path / "redis").start()
+    values = {
+        **settings_values,
+        "MODERATION_REDIS_URL": redis_server.url,
+        "MODERATION_WEBHOOK_URL": f"http://127.0.0.1:{server.server_port}/hooks/comments",
+        "MODERATION_WEBHOOK_SECRET": "site-shared-secret",
+    }
+    hook_settings = Settings.from_mapping(values).check()
+    worker = WorkerProcess({**worker_env, **values}, tmp_path / "worker.log")
+    try:
+        worker.start(hook_settings)
+        client = create_app(hook_settings, configure_logs=False).test_client()
+        comment_id = client.post("/api/v1/comments", json={**BASE, "comment": TEXTS[0]}).get_json()[
+            "id"
+        ]
+        wait_for(lambda: received, timeout=20)
+        body, signature = received[0]
+        assert verify("site-shared-secret", signature, body)
+        assert not verify("wrong-secret", signature, body)
+        event = json.loads(body)
+        assert event["comment"]["id"] == comment_id and event["type"] == "comment.decided"
+        assert EMAIL not in body.decode() and "spam" not in event["comment"]
+    finally:
+        worker.stop()
+        server.shutdown()
+        server.server_close()
+        redis_server.stop()

@@ -1,0 +1,142 @@
+"""Readers' privacy: export and erase by address, retention, nothing identifying left behind."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis as redis_lib
+from flask.testing import FlaskClient
+
+from workers.erasure import purge_expired
+from workers.moderation import create_token
+from workers.pipeline import score_and_decide
+from workers.runtime import Runtime
+from workers.settings import Settings
+
+EMAIL = "Erase.Me@Example.org"
+OTHER = "keep.me@example.org"
+
+
+def dump_everything(redis: redis_lib.Redis) -> str:
+    """Return every key and value in Redis as one string, to search for traces."""
+    parts = []
+    for key in redis.scan_iter("*"):
+        kind = redis.type(key)
+        if kind == "hash":
+            value = redis.hgetall(key)
+        elif kind == "list":
+            value = redis.lrange(key, 0, -1)
+        elif kind == "zset":
+            value = redis.zrange(key, 0, -1)
+        elif kind == "set":
+            value = sorted(redis.smembers(key))
+        elif kind == "stream":
+            value = redis.xrange(key)
+        elif kind == "string":
+            value = redis.get(key)
+        else:
+            value = ""
+        parts.append(f"{key}={json.dumps(value, default=str)}")
+    return "\n".join(parts)
+
+
+def test_export_then_erase_leaves_no_trace_of_the_address(
+    client: FlaskClient, settings: Settings, redis: redis_lib.Redis
+) -> None:
+    runtime = Runtime(settings)
+    store = runtime.store
+    admin = {"Authorization": "Bearer " + create_token(store, "dpo", "admin")}
+    moderator = {"Authorization": "Bearer " + create_token(store, "mia", "moderator")}
+    mine = []
+    for n, text in enumerate(["First thoughts on the budget.", "A follow-up on the budget."]):
+        body = {"post_id": f"post-{n}", "comment": text, "author": "Erin", "email": EMAIL}
+        mine.append(client.post("/api/v1/comments", json=body).get_json()["id"])
+    score_and_decide(runtime, mine[0])  # one scored, one still queued
+    kept = client.post(
+        "/api/v1/comments",
+        json={"post_id": "post-0", "comment": "Unrelated reader.", "author": "Kim", "email": OTHER},
+    ).get_json()["id"]
+    # A moderator acted on it (undo stack, audit log, training label now mention it).
+    client.post(
+        f"/api/v1/moderation/comments/{mine[0]}/decision",
+        json={"action": "approve"},
+        headers=moderator,
+    )
+
+    exported = client.post("/api/v1/privacy/export", json={"email": EMAIL.lower()}, headers=admin)
+    assert exported.status_code == 200
+    body = exported.get_json()
+    assert body["count"] == 2
+    assert {c["id"] for c in body["comments"]} == set(mine)
+    assert all(c["email"].lower() == EMAIL.lower() for c in body["comments"])
+
+    digest = runtime.vault.digest(EMAIL)
+    encrypted = [store.get(i)["email_enc"] for i in mine]
+    erased = client.post("/api/v1/privacy/erase", json={"email": EMAIL}, headers=admin)
+    assert erased.status_code == 200
+    report = erased.get_json()
+    assert report["comments_deleted"] == 2 and set(report["comment_ids"]) == set(mine)
+    assert report["undo_entries_removed"] == 1
+    assert report["audit_entries_removed"] >= 2  # the model's score and the approval
+
+    everything = dump_everything(redis)
+    for trace in [EMAIL, EMAIL.lower(), "Erase.Me", digest, *encrypted]:
+        assert trace not in everything, trace
+    # Ids are opaque, but nothing of ours may still point at the erased comments (Celery's
+    # queued task messages may: a task for a missing comment does nothing).
+    ours = "\n".join(line for line in everything.splitlines() if line.startswith("mod:"))
+    for comment_id in mine:
+        assert comment_id not in ours
+    # The texts are gone too, from records, lists and training labels.
+    assert "budget" not in everything
+    assert store.get(kept) is not None
+    assert (
+        client.post("/api/v1/privacy/export", json={"email": EMAIL}, headers=admin).get_json()[
+            "count"
+        ]
+        == 0
+    )
+    assert client.post("/api/v1/moderation/undo", headers=moderator).status_code == 409
+
+
+def test_privacy_requests_need_a_valid_address(client: FlaskClient, settings: Settings) -> None:
+    admin = {"Authorization": "Bearer " + create_token(Runtime(settings).store, "dpo", "admin")}
+    for body in ({}, {"email": ""}, {"email": "no-at-sign"}, {"email": ["x@y.org"]}):
+        response = client.post("/api/v1/privacy/erase", json=body, headers=admin)
+        assert response.status_code == 422
+        assert "email" in response.get_json()["errors"]
+    assert client.post("/api/v1/privacy/erase", json={"email": OTHER}).status_code == 401
+
+
+def test_retention_expires_rejected_comments_and_old_audit_entries(
+    client: FlaskClient, settings: Settings, redis: redis_lib.Redis
+) -> None:
+    runtime = Runtime(settings)
+    store = runtime.store
+    ids = [
+        client.post(
+            "/api/v1/comments",
+            json={"post_id": "p", "comment": f"Comment {n}", "author": "A", "email": OTHER},
+        ).get_json()["id"]
+        for n in range(3)
+    ]
+    for comment_id, queue in zip(ids, ("spam", "rejected", "approved"), strict=True):
+        store.transition(
+            store.get(comment_id),
+            queue,
+            allowed_states=None,
+            fields={"state": "moderated"},
+            audit={"actor": "t", "action": queue},
+        )
+    assert redis.xlen("mod:audit") == 3
+    time.sleep(0.01)  # the audit cutoff has millisecond resolution
+    report = purge_expired(store, rejected_days=0, audit_days=0)
+    assert report["comments_deleted"] == 2
+    assert store.get(ids[0]) is None and store.get(ids[1]) is None
+    assert store.get(ids[2])["queue"] == "approved"  # published comments are kept
+    assert report["audit_entries_trimmed"] == 3
+    assert [json.loads(e["entry"])["action"] for _, e in redis.xrange("mod:audit")] == [
+        "expire",
+        "expire",
+    ]
