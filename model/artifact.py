@@ -15,7 +15,9 @@ from model.text import NORMALISER_VERSION
 MODEL_FILE = "model.skops"
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
-BUNDLE_KEYS = frozenset({"features", "spam", "toxic", "spam_calibrator", "toxic_calibrator"})
+BUNDLE_KEYS = frozenset(
+    {"features", "lexicon", "spam", "toxic", "spam_calibrator", "toxic_calibrator"}
+)
 
 # The only types skops may rebuild from an artifact; anything else is refused before loading,
 # so a crafted file cannot run code through a pickled callable.

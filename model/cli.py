@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,14 +39,33 @@ def _is_registry(path: Path) -> bool:
 
 
 @cli.command()
-@click.option("--data", "data_dir", type=_EXISTING_DIR, required=True,
-              help="Folder with the public datasets (e.g. ../shared/data).")
-@click.option("--labels", "label_files", type=_EXISTING_FILE, multiple=True,
-              help="Moderator decisions (JSONL from export-labels); repeatable.")
-@click.option("--out", "out_dir", type=_DIR, required=True,
-              help="A registry root (candidate goes to versions/) or a folder for the artifact.")
-@click.option("--max-rows-per-source", type=click.IntRange(min=10), default=None,
-              help="Sample at most this many rows per dataset (quick experiments).")
+@click.option(
+    "--data",
+    "data_dir",
+    type=_EXISTING_DIR,
+    required=True,
+    help="Folder with the public datasets (e.g. ../shared/data).",
+)
+@click.option(
+    "--labels",
+    "label_files",
+    type=_EXISTING_FILE,
+    multiple=True,
+    help="Moderator decisions (JSONL from export-labels); repeatable.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=_DIR,
+    required=True,
+    help="A registry root (candidate goes to versions/) or a folder for the artifact.",
+)
+@click.option(
+    "--max-rows-per-source",
+    type=click.IntRange(min=10),
+    default=None,
+    help="Sample at most this many rows per dataset (quick experiments).",
+)
 @click.option("--version", "version", default=None, help="Version name (default: time + hash).")
 @click.option("--quiet", is_flag=True, help="Hide the progress bar.")
 def train(
@@ -66,13 +84,25 @@ def train(
     try:
         if _is_registry(out_dir):
             with tempfile.TemporaryDirectory(prefix="train-") as tmp:
-                result = run_training(data_dir, Path(tmp), label_files=label_files,
-                                      config=config, progress=not quiet, version=version)
+                result = run_training(
+                    data_dir,
+                    Path(tmp),
+                    label_files=label_files,
+                    config=config,
+                    progress=not quiet,
+                    version=version,
+                )
                 ModelRegistry(out_dir).add_candidate(result.folder)
             where = out_dir / VERSIONS_DIR / result.version
         else:
-            result = run_training(data_dir, out_dir, label_files=label_files, config=config,
-                                  progress=not quiet, version=version)
+            result = run_training(
+                data_dir,
+                out_dir,
+                label_files=label_files,
+                config=config,
+                progress=not quiet,
+                version=version,
+            )
             where = result.folder
     except (DataError, ArtifactError, RegistryError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -85,10 +115,15 @@ def train(
 
 
 def _model_options(func: Any) -> Any:
-    func = click.option("--artifact", type=_EXISTING_DIR, default=None,
-                        help="An artifact folder (default: the bundled model).")(func)
-    func = click.option("--version", "version", default=None,
-                        help="Version in --registry (default: live).")(func)
+    func = click.option(
+        "--artifact",
+        type=_EXISTING_DIR,
+        default=None,
+        help="An artifact folder (default: the bundled model).",
+    )(func)
+    func = click.option(
+        "--version", "version", default=None, help="Version in --registry (default: live)."
+    )(func)
     func = click.option("--registry", type=_DIR, default=None, help="Registry root.")(func)
     return func
 
@@ -106,10 +141,20 @@ def _resolve_model(registry: Path | None, version: str | None, artifact: Path | 
 
 @cli.command()
 @_model_options
-@click.option("--data", "data_dir", type=_EXISTING_DIR, default=None,
-              help="Datasets folder; its OLID official test set A is used.")
-@click.option("--labels", "label_files", type=_EXISTING_FILE, multiple=True,
-              help="Labelled JSONL (moderator format) to evaluate on; repeatable.")
+@click.option(
+    "--data",
+    "data_dir",
+    type=_EXISTING_DIR,
+    default=None,
+    help="Datasets folder; its OLID official test set A is used.",
+)
+@click.option(
+    "--labels",
+    "label_files",
+    type=_EXISTING_FILE,
+    multiple=True,
+    help="Labelled JSONL (moderator format) to evaluate on; repeatable.",
+)
 @click.option("--out", "out_dir", type=_DIR, required=True, help="Folder for the report.")
 def evaluate(
     registry: Path | None,
@@ -160,8 +205,13 @@ def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, A
 @cli.command()
 @_model_options
 @click.argument("input_path", type=_EXISTING_FILE)
-@click.option("--output", "output", type=click.File("w", encoding="utf-8"), default="-",
-              help="Where to write the scored rows (default: stdout).")
+@click.option(
+    "--output",
+    "output",
+    type=click.File("w", encoding="utf-8"),
+    default="-",
+    help="Where to write the scored rows (default: stdout).",
+)
 def score(
     registry: Path | None,
     version: str | None,
@@ -173,8 +223,9 @@ def score(
     classifier = _resolve_model(registry, version, artifact)
     rows, fields, kind = _read_texts(input_path)
     for chunk in _chunks(rows, 1000):
-        for row, (spam, toxic) in zip(chunk, classifier.score_batch([str(r["text"]) for r in chunk]),
-                                      strict=True):
+        for row, (spam, toxic) in zip(
+            chunk, classifier.score_batch([str(r["text"]) for r in chunk]), strict=True
+        ):
             row["spam"], row["toxic"] = round(spam, 6), round(toxic, 6)
     if kind == "jsonl":
         for row in rows:
@@ -225,15 +276,22 @@ def list_versions(registry: Path, as_json: bool) -> None:
     for v in versions:
         mark = "*" if v["live"] else " "
         spam, toxic = v.get("spam_roc_auc"), v.get("toxic_roc_auc")
-        aucs = (f"spam AUC {spam:.4f}  toxic AUC {toxic:.4f}"
-                if spam is not None and toxic is not None else v.get("error", ""))
+        aucs = (
+            f"spam AUC {spam:.4f}  toxic AUC {toxic:.4f}"
+            if spam is not None and toxic is not None
+            else v.get("error", "")
+        )
         click.echo(f"{mark} {v['version']}  {v.get('created_at') or ''}  {aucs}")
 
 
 @cli.command()
 @_REGISTRY
-@click.option("--source", type=_EXISTING_DIR, default=None,
-              help="Folder of artifacts to seed from (default: the bundled model).")
+@click.option(
+    "--source",
+    type=_EXISTING_DIR,
+    default=None,
+    help="Folder of artifacts to seed from (default: the bundled model).",
+)
 def seed(registry: Path, source: Path | None) -> None:
     """Make the bundled default model live if the registry has no live version."""
     try:
@@ -243,10 +301,16 @@ def seed(registry: Path, source: Path | None) -> None:
 
 
 @cli.command(name="build-default")
-@click.option("--data", "data_dir", type=_EXISTING_DIR, required=True,
-              help="Folder with the public datasets.")
-@click.option("--out", "out_dir", type=_DIR, default=None,
-              help="Where to put the artifact (default: the package's model/artifacts).")
+@click.option(
+    "--data", "data_dir", type=_EXISTING_DIR, required=True, help="Folder with the public datasets."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=_DIR,
+    default=None,
+    help="Where to put the artifact (default: the package's model/artifacts).",
+)
 def build_default(data_dir: Path, out_dir: Path | None) -> None:
     """Train on all public data and replace the bundled default artifact (used by make model)."""
     from model.training import train as run_training
@@ -268,4 +332,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

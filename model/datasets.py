@@ -46,9 +46,12 @@ class Source:
     read: Callable[[Path], Iterator[Row]]
 
 
-def _csv_rows(path: Path, **kwargs: object) -> Iterator[dict[str, str]]:
+def _csv_rows(path: Path, *, tsv: bool = False) -> Iterator[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as handle:
-        yield from csv.DictReader(handle, **kwargs)  # type: ignore[arg-type]
+        if tsv:  # OLID tweets hold bare quotes, so tabs are the only delimiter
+            yield from csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        else:
+            yield from csv.DictReader(handle)
 
 
 def read_youtube(root: Path) -> Iterator[Row]:
@@ -98,7 +101,7 @@ def read_olid_train(root: Path) -> Iterator[Row]:
     path = root / "olid" / "olid-training-v1.0.tsv"
     if not path.exists():
         return
-    for rec in _csv_rows(path, delimiter="\t", quoting=csv.QUOTE_NONE):
+    for rec in _csv_rows(path, tsv=True):
         yield Row(rec["tweet"], TOXIC, int(rec["subtask_a"] == "OFF"), "olid", "train")
 
 
@@ -113,7 +116,7 @@ def read_olid_test(root: Path) -> Iterator[Row]:
         for line in labels.read_text(encoding="utf-8").splitlines()
         if line.strip()
     )
-    for rec in _csv_rows(texts, delimiter="\t", quoting=csv.QUOTE_NONE):
+    for rec in _csv_rows(texts, tsv=True):
         yield Row(rec["tweet"], TOXIC, int(gold[rec["id"]].strip() == "OFF"), "olid", "test")
 
 
@@ -164,8 +167,13 @@ def read_kaggle_insults(root: Path) -> Iterator[Row]:
         if not path.exists():
             continue
         for rec in _csv_rows(path):
-            yield Row(_decode_kaggle(rec["Comment"]), TOXIC, int(rec["Insult"]), "kaggle_insults",
-                      name.split(".")[0].split("_")[0])
+            yield Row(
+                _decode_kaggle(rec["Comment"]),
+                TOXIC,
+                int(rec["Insult"]),
+                "kaggle_insults",
+                name.split(".")[0].split("_")[0],
+            )
 
 
 def read_toxic_spans(root: Path) -> Iterator[Row]:
@@ -232,23 +240,52 @@ def read_moderator_labels(path: Path) -> Iterator[Row]:
 
 
 SOURCES: tuple[Source, ...] = (
-    Source("youtube", SPAM, tuple(f"youtube-spam-collection/Youtube0{i}-{v}.csv" for i, v in
-                                  enumerate(("Psy", "KatyPerry", "LMFAO", "Eminem", "Shakira"), 1)),
-           read_youtube),
+    Source(
+        "youtube",
+        SPAM,
+        tuple(
+            f"youtube-spam-collection/Youtube0{i}-{v}.csv"
+            for i, v in enumerate(("Psy", "KatyPerry", "LMFAO", "Eminem", "Shakira"), 1)
+        ),
+        read_youtube,
+    ),
     Source("sms", SPAM, ("sms-spam-collection/SMSSpamCollection",), read_sms),
-    Source("instagram", SPAM, ("instagram-scam-comments/comments-rated-plus-reported.csv",),
-           read_instagram),
+    Source(
+        "instagram",
+        SPAM,
+        ("instagram-scam-comments/comments-rated-plus-reported.csv",),
+        read_instagram,
+    ),
     Source("davidson", TOXIC, ("davidson-hate-offensive/labeled_data.csv",), read_davidson),
     Source("olid", TOXIC, ("olid/olid-training-v1.0.tsv",), read_olid_train),
-    Source("tweeteval_hate", TOXIC, tuple(f"tweeteval-hate/hate/{s}_{k}.txt" for s in
-                                          ("train", "val", "test") for k in ("text", "labels")),
-           read_tweeteval_hate),
-    Source("kaggle_insults", TOXIC, ("kaggle-insults/train.csv",
-                                     "kaggle-insults/test_with_solutions.csv"), read_kaggle_insults),
-    Source("toxic_spans", TOXIC, tuple(f"toxic-spans/tsd_{s}.csv" for s in ("train", "trial", "test")),
-           read_toxic_spans),
-    Source("stormfront", TOXIC, ("stormfront/hate-speech-dataset_text-files.tar",
-                                 "stormfront/annotations_metadata.csv"), read_stormfront),
+    Source(
+        "tweeteval_hate",
+        TOXIC,
+        tuple(
+            f"tweeteval-hate/hate/{s}_{k}.txt"
+            for s in ("train", "val", "test")
+            for k in ("text", "labels")
+        ),
+        read_tweeteval_hate,
+    ),
+    Source(
+        "kaggle_insults",
+        TOXIC,
+        ("kaggle-insults/train.csv", "kaggle-insults/test_with_solutions.csv"),
+        read_kaggle_insults,
+    ),
+    Source(
+        "toxic_spans",
+        TOXIC,
+        tuple(f"toxic-spans/tsd_{s}.csv" for s in ("train", "trial", "test")),
+        read_toxic_spans,
+    ),
+    Source(
+        "stormfront",
+        TOXIC,
+        ("stormfront/hate-speech-dataset_text-files.tar", "stormfront/annotations_metadata.csv"),
+        read_stormfront,
+    ),
     Source("jigsaw", TOXIC, ("jigsaw-toxic-sample/train_sample.csv",), read_jigsaw),
 )
 SOURCE_NAMES = tuple(s.name for s in SOURCES)
@@ -314,3 +351,24 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def toxic_span_word_counts(root: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Count, per lower-cased word of the toxic-spans posts, how often raters marked it toxic.
+
+    Returns ``(marked, seen)``: occurrences inside a majority toxic span, and all occurrences.
+    """
+    marked: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    for name in ("tsd_train.csv", "tsd_trial.csv", "tsd_test.csv"):
+        path = root / "toxic-spans" / name
+        if not path.exists():
+            continue
+        for rec in _csv_rows(path):
+            offsets = set(json.loads(rec["spans"]))
+            for match in re.finditer(r"\w+", rec["text"]):
+                word = match.group(0).lower()
+                seen[word] = seen.get(word, 0) + 1
+                if match.start() in offsets:
+                    marked[word] = marked.get(word, 0) + 1
+    return marked, seen

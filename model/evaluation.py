@@ -71,7 +71,9 @@ def reject_threshold(
     return best
 
 
-def hold_threshold(y: NDArray[np.int_], p: NDArray[np.float64], recall: float = HOLD_RECALL) -> float:
+def hold_threshold(
+    y: NDArray[np.int_], p: NDArray[np.float64], recall: float = HOLD_RECALL
+) -> float:
     """Return the highest score below which at most ``1 - recall`` of positives fall."""
     positives = np.sort(p[y == 1])
     if positives.size == 0:

@@ -67,7 +67,9 @@ def compare_models(
     """
     out: dict[str, dict[str, Any]] = {}
     if evaluation_file.is_file():
-        for eval_set in eval_sets_from_rows("evaluation", list(read_moderator_labels(evaluation_file))):
+        for eval_set in eval_sets_from_rows(
+            "evaluation", list(read_moderator_labels(evaluation_file))
+        ):
             out[eval_set.label] = {
                 "set": str(evaluation_file),
                 "candidate": binary_metrics(eval_set.y, score_set(candidate, eval_set))["roc_auc"],
@@ -76,6 +78,7 @@ def compare_models(
         if out:
             return out
     for label in (SPAM, TOXIC):
+
         def recorded(c: Classifier, label: str = label) -> float:
             value = c.metadata.get("metrics", {}).get("validation", {}).get(label, {})
             auc = value.get("overall", {}).get("roc_auc")
@@ -120,7 +123,8 @@ def _markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Evaluation of model {report['model_version']}",
         "",
-        "| set | n | positives | ROC-AUC | avg precision | Brier | macro-F1 @0.5 | TN/FP/FN/TP @0.5 |",
+        "| set | n | positives | ROC-AUC | avg precision | Brier | macro-F1 @0.5 "
+        "| TN/FP/FN/TP @0.5 |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in report["sets"].items():

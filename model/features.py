@@ -8,7 +8,7 @@ from typing import Any
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-WORD_TOKEN_PATTERN = r"(?u)\b\w+\b"
+WORD_TOKEN_PATTERN = r"(?u)\b\w+\b"  # noqa: S105  # a regex, not a password (name has TOKEN)
 
 # Relative weight of each source inside its head. Chosen on validation data (OLID train
 # hold-out, per-source CV): sets whose label definition or domain differs from "toxic comment"
@@ -79,7 +79,9 @@ def build_features(config: TrainConfig) -> Pipeline:
         [
             (
                 "ngrams",
-                FeatureUnion([("word", word_vectorizer(config)), ("char", char_vectorizer(config))]),
+                FeatureUnion(
+                    [("word", word_vectorizer(config)), ("char", char_vectorizer(config))]
+                ),
             ),
             ("tfidf", TfidfTransformer(sublinear_tf=True)),
         ]

@@ -122,7 +122,7 @@ class ModelRegistry:
         return version
 
     def ensure_seeded(self, source: Path | None = None) -> str:
-        """Make the bundled default artifact live if nothing is live yet; return the live version."""
+        """Make the bundled default artifact live if nothing is live; return the live version."""
         with self._locked():
             live = self.live_version()
             if live is not None:
@@ -209,7 +209,8 @@ class ModelRegistry:
         if worse:
             raise PromotionRefused(
                 f"{candidate.version} is worse than live {live.version} on "
-                f"{next(iter(comparison.values()))['set']}: " + "; ".join(worse)
+                f"{next(iter(comparison.values()))['set']}: "
+                + "; ".join(worse)
                 + " (use force=True to promote anyway)"
             )
 

@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
 
 from model.errors import ArtifactError
+from model.lexicon import LEXICON_COLUMNS, lexicon_matrix, lexicon_row, lexicon_words
 from model.text import normalise, text_signals
 
 LABELS = ("spam", "toxic")
@@ -101,15 +103,19 @@ class Classifier:
             self._word = blocks["word"]
             self._char = blocks["char"]
             self._idf = np.asarray(self._features.named_steps["tfidf"].idf_, dtype=np.float64)
+            self._lexicon = frozenset(str(w) for w in bundle["lexicon"])
             self._heads = {
                 label: _Head(bundle[label], bundle[f"{label}_calibrator"]) for label in LABELS
             }
         except (KeyError, TypeError, AttributeError) as exc:
             raise ArtifactError(f"artifact {self.version}: malformed model bundle ({exc})") from exc
         self._n_word = int(self._word.n_features)
-        width = self._n_word + int(self._char.n_features)
+        self._width = self._n_word + int(self._char.n_features)
         for label, head in self._heads.items():
-            if head.coef.shape[0] != width or self._idf.shape[0] != width:
+            if (
+                head.coef.shape[0] != self._width + LEXICON_COLUMNS
+                or self._idf.shape[0] != self._width
+            ):
                 raise ArtifactError(f"artifact {self.version}: {label} head width mismatch")
         self._weights = np.column_stack([self._heads[label].coef for label in LABELS])
         self._word_analyzer = self._word.build_analyzer()
@@ -121,7 +127,10 @@ class Classifier:
         """Return ``(spam, toxic)`` probabilities per text (vectorised fast path)."""
         if not texts:
             return []
-        x = self._features.transform([normalise(t) for t in texts])
+        norms = [normalise(t) for t in texts]
+        x = sparse.hstack(
+            [self._features.transform(norms), lexicon_matrix(norms, self._lexicon)], format="csr"
+        )
         margins = np.asarray(x @ self._weights)
         spam = self._heads["spam"].probability(margins[:, 0] + self._heads["spam"].intercept)
         toxic = self._heads["toxic"].probability(margins[:, 1] + self._heads["toxic"].intercept)
@@ -142,16 +151,20 @@ class Classifier:
         else:
             uniq = inverse = np.zeros(0, dtype=np.int64)
             values = np.zeros(0)
+        lex_values = np.array(lexicon_row(norm, self._lexicon))
+        lex_words = lexicon_words(norm, self._lexicon)
         probs: dict[str, float] = {}
         reasons: list[Reason] = []
         for label, head in self._heads.items():
             contrib = values * head.coef[uniq]
-            margin = float(contrib.sum()) + head.intercept
+            lex_contrib = float(lex_values @ head.coef[self._width :])
+            margin = float(contrib.sum()) + lex_contrib + head.intercept
             probs[label] = float(head.probability(np.array([margin]))[0])
             if probs[label] >= 0.2:
                 reasons.extend(
-                    self._ngram_reasons(label, contrib, inverse, counts_of(inverse, uniq.size),
-                                        word_grams, norm)
+                    self._ngram_reasons(
+                        label, contrib, inverse, counts, word_grams, norm, lex_words, lex_contrib
+                    )
                 )
         reasons.extend(_signal_reasons(text))
         return Score(
@@ -176,11 +189,15 @@ class Classifier:
         occurrences: NDArray[np.int64],
         word_grams: list[str],
         norm: str,
+        lex_words: list[str],
+        lex_contrib: float,
     ) -> list[Reason]:
         """Credit each feature's contribution to the words it came from; return the top ones."""
         per_occurrence = contrib / np.maximum(occurrences, 1)
         n_word = len(word_grams)
         credit: dict[str, float] = {}
+        for word in lex_words:  # the lexicon columns fire because of these words
+            credit[word] = credit.get(word, 0.0) + lex_contrib / len(lex_words)
         for gram, pos in zip(word_grams, inverse[:n_word], strict=True):
             credit[gram] = credit.get(gram, 0.0) + float(per_occurrence[pos])
         # Character n-grams come word by word (char_wb), in text order; re-derive per word.
@@ -200,9 +217,14 @@ class Classifier:
             if gram.startswith("xdomx"):
                 continue  # link domains are reported as a signal reason instead
             if _PLACEHOLDER_RE.search(gram):
-                reasons.append(Reason("link" if "xurlx" in gram else "mention", label,
-                                      f"contains a {'link' if 'xurlx' in gram else 'mention'}",
-                                      round(weight, 3)))
+                reasons.append(
+                    Reason(
+                        "link" if "xurlx" in gram else "mention",
+                        label,
+                        f"contains a {'link' if 'xurlx' in gram else 'mention'}",
+                        round(weight, 3),
+                    )
+                )
                 continue
             reasons.append(
                 Reason("ngram", label, f'"{gram}" raises the {label} score', round(weight, 3))
@@ -210,28 +232,39 @@ class Classifier:
         return reasons
 
 
-def counts_of(inverse: NDArray[np.int64], size: int) -> NDArray[np.int64]:
-    """Return how many n-gram occurrences share each unique feature."""
-    return np.bincount(inverse, minlength=size).astype(np.int64)
-
-
 def _signal_reasons(text: str) -> list[Reason]:
     """Return reason codes for links, link domains, shouting and repeated characters."""
     signals = text_signals(text)
     reasons: list[Reason] = []
     if signals.links >= 2:
-        reasons.append(Reason("many_links", "signal", f"contains {signals.links} links",
-                              float(signals.links)))
+        reasons.append(
+            Reason("many_links", "signal", f"contains {signals.links} links", float(signals.links))
+        )
     if signals.domains:
-        reasons.append(Reason("link_domains", "signal",
-                              "links to " + ", ".join(signals.domains[:5]),
-                              float(len(signals.domains))))
+        reasons.append(
+            Reason(
+                "link_domains",
+                "signal",
+                "links to " + ", ".join(signals.domains[:5]),
+                float(len(signals.domains)),
+            )
+        )
     if signals.letters >= 12 and signals.shouting_ratio >= 0.7:
-        reasons.append(Reason("shouting", "signal",
-                              f"{signals.shouting_ratio:.0%} of letters are capitals",
-                              round(signals.shouting_ratio, 3)))
+        reasons.append(
+            Reason(
+                "shouting",
+                "signal",
+                f"{signals.shouting_ratio:.0%} of letters are capitals",
+                round(signals.shouting_ratio, 3),
+            )
+        )
     if signals.repeated_runs:
-        reasons.append(Reason("repeated_characters", "signal",
-                              f"{signals.repeated_runs} runs of 4+ repeated characters",
-                              float(signals.repeated_runs)))
+        reasons.append(
+            Reason(
+                "repeated_characters",
+                "signal",
+                f"{signals.repeated_runs} runs of 4+ repeated characters",
+                float(signals.repeated_runs),
+            )
+        )
     return reasons

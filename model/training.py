@@ -29,6 +29,7 @@ from model.datasets import (
     load_rows,
     read_moderator_labels,
     sha256_file,
+    toxic_span_word_counts,
 )
 from model.errors import DataError
 from model.evaluation import (
@@ -40,6 +41,7 @@ from model.evaluation import (
     threshold_report,
 )
 from model.features import TrainConfig, build_features
+from model.lexicon import build_lexicon, lexicon_matrix
 from model.text import normalise
 
 
@@ -88,7 +90,7 @@ def _sample_per_source(rows: list[Row], limit: int, seed: int) -> list[Row]:
     by_source: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for r in rows:
         by_source[(r.label, r.source)].append(r)
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311  # reproducible sampling, not security
     out: list[Row] = []
     for key in sorted(by_source):
         group = by_source[key]
@@ -102,17 +104,43 @@ def _source_weight(row: Row, config: TrainConfig) -> float:
     return config.source_weights.get(row.source, 0.0) * row.weight
 
 
+def hash_texts(texts: Sequence[str], config: TrainConfig) -> sparse.csr_matrix:
+    """Return raw hashed n-gram counts of already-normalised texts (stateless, cacheable)."""
+    ngrams = build_features(config).named_steps["ngrams"]
+    return ngrams.transform(texts).tocsr()
+
+
 def fit_heads(
-    rows: list[Row], config: TrainConfig, progress: tqdm[Any] | None = None
+    rows: list[Row],
+    config: TrainConfig,
+    lexicon: list[str],
+    progress: tqdm[Any] | None = None,
+    counts: sparse.csr_matrix | None = None,
 ) -> tuple[dict[str, Any], dict[str, NDArray[np.float64]], dict[str, _Head]]:
-    """Fit features and both heads; return the bundle, out-of-fold probabilities and heads."""
-    features = build_features(config)
+    """Fit tf-idf and every label head present in ``rows``.
+
+    Returns the bundle, out-of-fold calibrated probabilities and the heads. ``counts`` may be
+    passed (rows of ``hash_texts``) so cross-validation hashes each text only once.
+    """
     texts = [normalise(r.text) for r in rows]
-    x = features.fit_transform(texts).tocsr()
+    if counts is None:
+        counts = hash_texts(texts, config)
+    features = build_features(config)
+    features.named_steps["ngrams"].fit(texts[:1])  # stateless hashing: fit only validates
+    features.named_steps["tfidf"].fit(counts)
+    x = sparse.hstack(
+        [
+            features.named_steps["tfidf"].transform(counts),
+            lexicon_matrix(texts, frozenset(lexicon)),
+        ],
+        format="csr",
+    )
     _tick(progress, "features")
     heads: dict[str, _Head] = {}
     for label in LABELS:
         index = np.array([i for i, r in enumerate(rows) if r.label == label], dtype=np.int64)
+        if index.size == 0:
+            continue
         sub = [rows[i] for i in index]
         heads[label] = _Head(
             label,
@@ -121,7 +149,7 @@ def fit_heads(
             np.array([r.target for r in sub], dtype=np.int_),
             np.array([_source_weight(r, config) for r in sub], dtype=np.float64),
         )
-    bundle: dict[str, Any] = {"features": features}
+    bundle: dict[str, Any] = {"features": features, "lexicon": list(lexicon)}
     oof: dict[str, NDArray[np.float64]] = {}
     for label, head in heads.items():
         c = config.c_spam if label == "spam" else config.c_toxic
@@ -135,6 +163,27 @@ def fit_heads(
         bundle[f"{label}_calibrator"] = calibrator
         _tick(progress, f"{label} final fit")
     return bundle, oof, heads
+
+
+def predict_label(
+    bundle: dict[str, Any],
+    label: str,
+    texts: Sequence[str],
+    counts: sparse.csr_matrix | None = None,
+) -> NDArray[np.float64]:
+    """Return calibrated probabilities of one head for raw texts (used by benchmarks)."""
+    norms = [normalise(t) for t in texts]
+    features = bundle["features"]
+    tfidf = (
+        features.transform(norms)
+        if counts is None
+        else features.named_steps["tfidf"].transform(counts)
+    )
+    x = sparse.hstack([tfidf, lexicon_matrix(norms, frozenset(bundle["lexicon"]))], format="csr")
+    margins = bundle[label].decision_function(x)
+    return np.asarray(
+        bundle[f"{label}_calibrator"].predict_proba(margins.reshape(-1, 1))[:, 1], dtype=np.float64
+    )
 
 
 def _fit_linear(
@@ -153,7 +202,9 @@ def _out_of_fold_margins(
     counts = Counter(strata)
     # Strata too small to split fall back to the label alone.
     strata = [s if counts[s] >= config.calibration_folds else s.rsplit(":", 1)[1] for s in strata]
-    folds = StratifiedKFold(config.calibration_folds, shuffle=True, random_state=config.random_state)
+    folds = StratifiedKFold(
+        config.calibration_folds, shuffle=True, random_state=config.random_state
+    )
     margins = np.zeros(len(head.rows))
 
     def run(split: tuple[NDArray[np.int_], NDArray[np.int_]]) -> None:
@@ -205,8 +256,9 @@ def train(
     data_dir = data_dir.resolve()
     with tqdm(total=7, desc="train", unit="step", disable=not progress) as bar:
         rows, counts = select_rows(data_dir, label_files, config)
-        _tick(bar, f"read {len(rows)} rows")
-        bundle, oof, heads = fit_heads(rows, config, bar)
+        lexicon = build_lexicon(*toxic_span_word_counts(data_dir))
+        _tick(bar, f"read {len(rows)} rows, {len(lexicon)} lexicon words")
+        bundle, oof, heads = fit_heads(rows, config, lexicon, bar)
         metrics, thresholds, behaviour = validation_summary(oof, heads)
         hashes = file_hashes(data_dir)
         label_hashes = {str(p): sha256_file(p) for p in label_files}
@@ -227,9 +279,13 @@ def train(
                     "moderator_labels": label_hashes,
                     "rows": counts,
                 },
-                "metrics": {"validation": metrics, "validation_protocol": (
-                    f"{config.calibration_folds}-fold out-of-fold predictions, stratified by "
-                    "source and label, on the training pool (after de-duplication)")},
+                "metrics": {
+                    "validation": metrics,
+                    "validation_protocol": (
+                        f"{config.calibration_folds}-fold out-of-fold predictions, stratified by "
+                        "source and label, on the training pool (after de-duplication)"
+                    ),
+                },
                 "thresholds": thresholds,
                 "threshold_behaviour": behaviour,
             }
