@@ -32,3 +32,7 @@ def export_labels_command(out: Path) -> None:
 def main() -> None:
     """Run the moderation-model CLI."""
     cli()
+
+
+if __name__ == "__main__":
+    main()
