@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -11,22 +10,19 @@ Queue = Literal["approved", "pending", "rejected", "spam"]
 
 
 class ThresholdsLike(Protocol):
-    spam_reject: float
-    spam_hold: float
-    toxic_hold: float
-
-
-class ReasonLike(Protocol):
-    code: str
-    label: str
-    message: str
-    weight: float
+    @property
+    def spam_reject(self) -> float: ...
+    @property
+    def spam_hold(self) -> float: ...
+    @property
+    def toxic_hold(self) -> float: ...
 
 
 class ScoreLike(Protocol):
-    spam: float
-    toxic: float
-    reasons: Sequence[ReasonLike]
+    @property
+    def spam(self) -> float: ...
+    @property
+    def toxic(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -91,10 +87,7 @@ def decide(
         # the hold for uncertain spam or timing signals (never for toxicity or clear spam).
         return Decision("approved", "clean", ("trusted_author", *codes))
     if toxic or spammy or codes:
-        if toxic or spammy:
-            label = "toxic" if toxic and not spammy else "spam"
-        else:
-            label = "signal"
+        label = ("toxic" if toxic and not spammy else "spam") if toxic or spammy else "signal"
         return Decision("pending", label, tuple(codes))
     return Decision("approved", "clean", ())
 

@@ -158,7 +158,7 @@ def submit() -> Response | tuple[Response, int]:
     if browser:
         if back_to:
             target = back_to.split("#", 1)[0] + f"#comment-{accepted.id}"
-            return redirect(target, code=303)
+            return redirect(target, code=303)  # type: ignore[return-value]
         return Response(
             render_template("received.html", comment_id=accepted.id), 202, mimetype="text/html"
         )

@@ -1,4 +1,4 @@
-"""Error responses: problem+json for API clients, small HTML pages for browsers; never a 500 page with a trace."""
+"""Error responses: problem+json for clients, small HTML pages for browsers, never a trace."""
 
 from __future__ import annotations
 

@@ -254,7 +254,7 @@ def bulk() -> Response:
     if errors:
         return problem(422, "Unprocessable Content", "Invalid bulk action.", errors=errors)
     results = {}
-    for comment_id in dict.fromkeys(ids):
+    for comment_id in dict.fromkeys(ids or ()):
         status, result = _act(comment_id, body["action"], body.get("note", ""))
         results[comment_id] = {
             "status": status,

@@ -19,7 +19,7 @@ ACCEPT = ("post_id", "comment", "author", "email", "url", "parent_id")
 REQUIRED = ("post_id", "comment", "author", "email")
 # Hidden form fields: the honeypot (humans never fill it) and the signed render time.
 HONEYPOT_FIELD = "homepage"
-FORM_TOKEN_FIELD = "form_token"
+FORM_TOKEN_FIELD = "form_token"  # noqa: S105 - a field name, not a secret
 MAX_LENGTH = {"author": 245, "email": 254, "url": 200, "comment": 65_525, "post_id": 128}
 LABELS = {
     "post_id": "Post",
@@ -79,7 +79,8 @@ def validate_submission(
 
     if "post_id" in clean and not POST_ID.match(clean["post_id"]):
         errors["post_id"] = (
-            "Post must be a short id of letters, digits and . _ : / - (starting with a letter or digit)."
+            "Post must be a short id of letters, digits and . _ : / - "
+            "(starting with a letter or digit)."
         )
     if clean.get("email"):
         problem = _email_problem(clean["email"])

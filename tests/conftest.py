@@ -201,7 +201,7 @@ class WorkerProcess:
         return self
 
     def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(  # noqa: S603 - fixed argv
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",

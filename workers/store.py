@@ -129,7 +129,7 @@ class NewComment:
     ip_digest: str = ""
 
 
-def decode_record(raw: Mapping[bytes | str, bytes | str]) -> dict[str, Any]:
+def decode_record(raw: Mapping[Any, Any]) -> dict[str, Any]:
     """Turn a raw Redis hash into a dict with JSON fields parsed and numbers typed."""
     record: dict[str, Any] = {}
     for key, value in raw.items():
@@ -207,7 +207,7 @@ end
 local out = {1}
 for i = 1, #before do out[i + 1] = before[i] or '' end
 return out
-""" % ", ".join(f"'{name}'" for name in UNDO_FIELDS)
+""".replace("%s", ", ".join(f"'{name}'" for name in UNDO_FIELDS))
 
 # Deletes a comment and every index entry that names it. KEYS as for _TRANSITION, then
 # 7+16: author index. ARGV: 1 id, 2 audit entry JSON or "", 3 audit max length.
@@ -269,7 +269,7 @@ def public_status(queue: str) -> str:
 class CommentStore:
     """All reads and writes of comments in Redis."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis[bytes]) -> None:
         self.redis = client
         self._transition = client.register_script(_TRANSITION)
         self._delete = client.register_script(_DELETE)
@@ -451,7 +451,9 @@ class CommentStore:
         self, record: Mapping[str, Any], audit_entries: Sequence[Mapping[str, Any]]
     ) -> None:
         """Put back a deleted comment (undo of a delete); indexes follow via a transition."""
-        raw = {k: json.dumps(v) if k in JSON_FIELDS else _field(v) for k, v in record.items()}
+        raw: dict[str | bytes, bytes | float | int | str] = {
+            k: json.dumps(v) if k in JSON_FIELDS else _field(v) for k, v in record.items()
+        }
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(comment_key(str(record["id"])), mapping=raw)
         if record.get("email_digest"):
@@ -615,7 +617,9 @@ class CommentStore:
     def append_audit_event(self, entry: Mapping[str, Any]) -> None:
         """Append an entry about no single comment (e.g. an erasure) to the global audit log."""
         text = json.dumps({"at": iso_now(), **entry})
-        self.redis.xadd(audit_stream_key(), {"entry": text}, maxlen=AUDIT_STREAM_MAX, approximate=True)
+        self.redis.xadd(
+            audit_stream_key(), {"entry": text}, maxlen=AUDIT_STREAM_MAX, approximate=True
+        )
 
     def append_audit(self, comment_id: str, entry: Mapping[str, Any]) -> None:
         """Append an entry (note, reveal) to a comment's trail and the global audit log."""

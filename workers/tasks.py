@@ -14,9 +14,9 @@ from workers.erasure import purge_expired as purge
 from workers.logs import request_id_bound
 from workers.metrics import SCORING_FAILURES
 from workers.pipeline import hold_after_failure, score_and_decide
-from workers.webhooks import WebhookError, deliver
 from workers.runtime import Runtime
 from workers.settings import Settings
+from workers.webhooks import WebhookError, deliver
 
 log = logging.getLogger(__name__)
 
