@@ -21,13 +21,12 @@ from service.validation import (
     validate_submission,
 )
 from workers.intake import accept_comment
+from workers.privacy import PUBLIC_FIELDS
 from workers.store import is_comment_id
 
 bp = Blueprint("comments", __name__, url_prefix="/api/v1")
 demo_bp_name = "demo"
 
-# What readers may see of a comment: never the email, its digest, scores or reasons.
-PUBLIC_FIELDS = ("id", "post_id", "parent_id", "author", "url", "comment", "created_at")
 FORM_TOKEN_MAX_AGE = 24 * 3600
 
 

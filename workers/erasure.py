@@ -6,19 +6,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.privacy import EmailVault
+from workers.privacy import PUBLIC_FIELDS, EmailVault
 from workers.store import CommentStore
 
-EXPORT_FIELDS = (
-    "id",
-    "post_id",
-    "parent_id",
-    "author",
-    "url",
-    "comment",
-    "created_at",
-    "status",
-)
+EXPORT_FIELDS = (*PUBLIC_FIELDS, "status")
 
 
 def export_by_email(store: CommentStore, vault: EmailVault, email: str) -> list[dict[str, Any]]:

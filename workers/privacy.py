@@ -11,6 +11,9 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from workers.settings import ConfigError
 
+# What readers may see of a comment: never the email, its digest, scores or reasons.
+PUBLIC_FIELDS = ("id", "post_id", "parent_id", "author", "url", "comment", "created_at")
+
 # Deliberately broad: a false positive in a log line costs nothing, a leak costs trust.
 EMAIL_PATTERN = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+\.[A-Za-z]{2,}")
 

@@ -10,11 +10,11 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from workers.privacy import PUBLIC_FIELDS
 from workers.store import CommentStore
 
 SIGNATURE_HEADER = "X-Moderation-Signature"
 TIMEOUT_SECONDS = 5
-PUBLIC_FIELDS = ("id", "post_id", "parent_id", "author", "url", "comment", "created_at")
 
 
 class WebhookError(Exception):
