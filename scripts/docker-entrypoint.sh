@@ -4,8 +4,8 @@ set -e
 role="${1:-api}"
 [ "$#" -gt 0 ] && shift
 case "$role" in
-  api)    exec gunicorn --workers "${WEB_CONCURRENCY:-2}" --bind "0.0.0.0:${PORT:-8000}" \
-            --access-logfile - "service:create_app()" "$@" ;;
+  api)    export HOST="${HOST:-0.0.0.0}"
+          exec gunicorn -c python:service.gunicorn_conf "service:create_app()" "$@" ;;
   worker) exec python -m workers worker --concurrency "${WORKER_CONCURRENCY:-2}" "$@" ;;
   beat)   exec python -m workers beat "$@" ;;
   train)  exec moderation-model "$@" ;;

@@ -59,12 +59,8 @@ def main() -> int:
         subprocess.Popen(  # noqa: S603 - fixed argv
             [
                 str(bin_dir / "gunicorn"),
-                "--workers",
-                env.get("WEB_CONCURRENCY", "2"),
-                "--bind",
-                f"{host}:{port}",
-                "--access-logfile",
-                "-",
+                "-c",
+                "python:service.gunicorn_conf",
                 "service:create_app()",
             ],
             env=env,
