@@ -372,3 +372,23 @@ def toxic_span_word_counts(root: Path) -> tuple[dict[str, int], dict[str, int]]:
                 if match.start() in offsets:
                     marked[word] = marked.get(word, 0) + 1
     return marked, seen
+
+
+# Clean comments from the toxicity sets that double as "not spam" examples for the spam head.
+# The spam sets' clean rows are SMS chat and short YouTube/Instagram remarks, so without these
+# the spam head mistakes ordinary long-form discussion ("thanks for the explanation") for spam.
+HAM_DONORS = ("kaggle_insults", "jigsaw", "olid")
+_LINKISH_RE = re.compile(r"https?://|www\.|<a |\bURL\b|\.com\b", re.IGNORECASE)
+
+
+def with_comment_ham(rows: list[Row]) -> list[Row]:
+    """Add non-toxic, link-free comments from discussion sets as spam-head negatives."""
+    extra = [
+        Row(r.text, SPAM, 0, "comment_ham", r.source)
+        for r in rows
+        if r.label == TOXIC
+        and r.target == 0
+        and r.source in HAM_DONORS
+        and not _LINKISH_RE.search(r.text)
+    ]
+    return rows + extra

@@ -18,6 +18,7 @@ DEFAULT_SOURCE_WEIGHTS: dict[str, float] = {
     "youtube": 1.0,
     "sms": 1.0,
     "instagram": 0.5,
+    "comment_ham": 0.3,
     "olid": 1.0,
     "jigsaw": 1.0,
     "kaggle_insults": 0.3,

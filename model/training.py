@@ -30,6 +30,7 @@ from model.datasets import (
     read_moderator_labels,
     sha256_file,
     toxic_span_word_counts,
+    with_comment_ham,
 )
 from model.errors import DataError
 from model.evaluation import (
@@ -72,7 +73,7 @@ def select_rows(
         rows = _sample_per_source(rows, config.max_rows_per_source, config.random_state)
     for path in label_files:
         rows.extend(read_moderator_labels(path))
-    rows = dedupe(rows)
+    rows = with_comment_ham(dedupe(rows))
     rows = [r for r in rows if _source_weight(r, config) > 0]
     counts: dict[str, dict[str, int]] = defaultdict(lambda: {"rows": 0, "positives": 0})
     for r in rows:

@@ -1,0 +1,272 @@
+"""Training, artifact verification, the version registry and the model CLI (small data)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from model import ArtifactError, ModelRegistry
+from model.artifact import METADATA_FILE, MODEL_FILE
+from model.cli import cli
+from model.datasets import read_olid_test, read_sms
+from model.errors import ArtifactVersionError
+from model.features import TrainConfig
+from model.registry import PromotionRefused, RegistryError, load_classifier
+from model.training import train
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared data folder not present")
+
+MARKER = "zorblax quintessa discount portal"  # text no public dataset contains
+
+
+@pytest.fixture(scope="module")
+def small_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained on at most 150 rows per dataset (seconds, not minutes)."""
+    out = tmp_path_factory.mktemp("small")
+    result = train(SHARED_DATA, out, config=TrainConfig(max_rows_per_source=150), progress=False)
+    return result.folder
+
+
+@pytest.fixture(scope="module")
+def labels_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Moderator decisions in the export-labels JSONL format, all marking MARKER as spam."""
+    path = tmp_path_factory.mktemp("labels") / "labels.jsonl"
+    with path.open("w") as handle:
+        for i in range(5):
+            handle.write(
+                json.dumps(
+                    {
+                        "text": f"{MARKER} number {i}",
+                        "spam": 1,
+                        "toxic": 0,
+                        "source": "moderator",
+                        "comment_id": f"c{i}",
+                        "decided_at": "2026-11-27T00:00:00Z",
+                    }
+                )
+                + "\n"
+            )
+    return path
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[ModelRegistry]:
+    reg = ModelRegistry(tmp_path / "registry")
+    reg.ensure_seeded()
+    yield reg
+
+
+def _copy(folder: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "copy" / folder.name
+    shutil.copytree(folder, target)
+    return target
+
+
+def test_trained_artifact_records_provenance(small_artifact: Path) -> None:
+    """metadata.json holds versions, data hashes, row counts, metrics and thresholds."""
+    meta = json.loads((small_artifact / METADATA_FILE).read_text())
+    assert meta["version"] == small_artifact.name
+    assert set(meta["libraries"]) == {"python", "scikit-learn", "numpy", "skops"}
+    assert meta["training_data"]["files"]["sms-spam-collection/SMSSpamCollection"]
+    assert meta["training_data"]["rows"]["spam/sms"]["rows"] <= 150
+    assert set(meta["thresholds"]) == {"spam_reject", "spam_hold", "toxic_hold"}
+    assert 0.5 < meta["metrics"]["validation"]["spam"]["overall"]["roc_auc"] <= 1.0
+    assert meta["files"][MODEL_FILE] and (small_artifact / MODEL_FILE).stat().st_size < 10e6
+
+
+def test_tampered_model_file_is_refused(small_artifact: Path, tmp_path: Path) -> None:
+    """A changed byte in model.skops fails the SHA-256 check with ArtifactError."""
+    folder = _copy(small_artifact, tmp_path)
+    data = bytearray((folder / MODEL_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / MODEL_FILE).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="SHA-256 mismatch"):
+        load_classifier(folder)
+
+
+def test_corrupt_metadata_and_missing_files_are_refused(
+    small_artifact: Path, tmp_path: Path
+) -> None:
+    folder = _copy(small_artifact, tmp_path)
+    (folder / METADATA_FILE).write_text("{not json")
+    with pytest.raises(ArtifactError, match="unreadable metadata"):
+        load_classifier(folder)
+    other = _copy(small_artifact, tmp_path / "b")
+    (other / MODEL_FILE).unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        load_classifier(other)
+
+
+def test_scikit_learn_version_mismatch_fails_clearly(small_artifact: Path, tmp_path: Path) -> None:
+    folder = _copy(small_artifact, tmp_path)
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    meta["libraries"]["scikit-learn"] = "0.24.2"
+    (folder / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactVersionError, match=r"scikit-learn 0\.24\.2"):
+        load_classifier(folder)
+
+
+def test_untrusted_types_in_a_rehashed_file_are_refused(
+    small_artifact: Path, tmp_path: Path
+) -> None:
+    """Even with a matching hash, a skops file holding a non-allowlisted type is not loaded."""
+    import skops.io as sio
+    from sklearn.svm import SVC
+
+    from model.datasets import sha256_file
+
+    folder = _copy(small_artifact, tmp_path)
+    sio.dump({"features": SVC()}, folder / MODEL_FILE)
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    meta["files"][MODEL_FILE] = sha256_file(folder / MODEL_FILE)
+    (folder / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="untrusted"):
+        load_classifier(folder)
+
+
+def test_seeding_makes_the_bundled_model_live_once(registry: ModelRegistry) -> None:
+    live = registry.live_version()
+    assert live is not None
+    assert registry.ensure_seeded() == live
+    assert [v["version"] for v in registry.list_versions()] == [live]
+    assert registry.load().version == live
+
+
+def test_promote_refuses_worse_candidate_unless_forced(
+    registry: ModelRegistry, small_artifact: Path
+) -> None:
+    """On a fixed evaluation set, a tiny-data candidate loses to the bundled model."""
+    sms = [r for r in read_sms(SHARED_DATA)][::10]
+    rows = [{"text": r.text, "spam": r.target, "toxic": 0} for r in sms]
+    rows += [{"text": r.text, "spam": 0, "toxic": r.target} for r in read_olid_test(SHARED_DATA)]
+    registry.evaluation_file().write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    live = registry.live_version()
+    candidate = registry.add_candidate(small_artifact)
+    with pytest.raises(PromotionRefused, match="worse than live"):
+        registry.promote(candidate)
+    assert registry.live_version() == live
+    registry.promote(candidate, force=True)
+    assert registry.live_version() == candidate
+    assert registry.load().version == candidate
+
+
+def test_rollback_restores_previous_live_version(
+    registry: ModelRegistry, small_artifact: Path
+) -> None:
+    first = registry.live_version()
+    candidate = registry.add_candidate(small_artifact)
+    registry.promote(candidate, force=True)
+    assert registry.rollback() == first
+    assert registry.live_version() == first
+    with pytest.raises(RegistryError, match="no previous"):
+        registry.rollback()
+
+
+def test_moderator_labels_visibly_move_scores(
+    tmp_path: Path, small_artifact: Path, labels_file: Path
+) -> None:
+    """Five moderator spam decisions raise the spam score of similar text markedly."""
+    config = TrainConfig(max_rows_per_source=150)
+    with_labels = train(
+        SHARED_DATA, tmp_path, label_files=[labels_file], config=config, progress=False
+    )
+    before = load_classifier(small_artifact).score(f"{MARKER} today").spam
+    after = load_classifier(with_labels.folder).score(f"{MARKER} today").spam
+    assert after > before + 0.3
+    assert with_labels.metadata["training_data"]["rows"]["spam/moderator"]["rows"] == 5
+
+
+def test_cli_train_list_promote_score_evaluate_rollback(tmp_path: Path, labels_file: Path) -> None:
+    """The CLI drives the whole life cycle of a version."""
+    runner = CliRunner()
+    root = tmp_path / "reg"
+    assert runner.invoke(cli, ["seed", "--registry", str(root)]).exit_code == 0
+    first = ModelRegistry(root).live_version()
+
+    result = runner.invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(SHARED_DATA),
+            "--labels",
+            str(labels_file),
+            "--out",
+            str(root),
+            "--max-rows-per-source",
+            "150",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    version = result.output.strip().splitlines()[-1]
+    assert ModelRegistry(root).live_version() == first  # training only adds a candidate
+
+    listed = runner.invoke(cli, ["list", "--registry", str(root), "--json"])
+    assert {v["version"] for v in json.loads(listed.output)} == {first, version}
+
+    refused = runner.invoke(cli, ["promote", "--registry", str(root), version])
+    if refused.exit_code != 0:
+        assert "--force" in refused.output or "force" in refused.output
+    forced = runner.invoke(cli, ["promote", "--registry", str(root), version, "--force"])
+    assert forced.exit_code == 0 and ModelRegistry(root).live_version() == version
+
+    src = tmp_path / "in.csv"
+    with src.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text"])
+        writer.writerow(["1", "WIN a free prize, text CLAIM now"])
+        writer.writerow(["2", "nice write-up, thanks"])
+    out = tmp_path / "out.csv"
+    scored = runner.invoke(cli, ["score", "--registry", str(root), str(src), "--output", str(out)])
+    assert scored.exit_code == 0, scored.output
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert [r["id"] for r in rows] == ["1", "2"]
+    assert all(0 <= float(r["spam"]) <= 1 and 0 <= float(r["toxic"]) <= 1 for r in rows)
+
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text(json.dumps({"text": "you idiot", "comment_id": "x"}) + "\n")
+    scored = runner.invoke(cli, ["score", "--registry", str(root), str(jsonl)])
+    assert json.loads(scored.output)["comment_id"] == "x"
+
+    report_dir = tmp_path / "report"
+    evaluated = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            "--registry",
+            str(root),
+            "--data",
+            str(SHARED_DATA),
+            "--labels",
+            str(labels_file),
+            "--out",
+            str(report_dir),
+        ],
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((report_dir / "report.json").read_text())
+    assert "olid-test-a/toxic" in report["sets"]
+    assert (report_dir / "roc_pr.png").stat().st_size > 0
+    assert (report_dir / "confusion.png").stat().st_size > 0
+    assert "| olid-test-a/toxic |" in (report_dir / "report.md").read_text()
+
+    back = runner.invoke(cli, ["rollback", "--registry", str(root)])
+    assert back.exit_code == 0 and ModelRegistry(root).live_version() == first
+
+
+@pytest.mark.parametrize(
+    "command", ["train", "evaluate", "score", "promote", "rollback", "list", "seed"]
+)
+def test_every_command_has_help(command: str) -> None:
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output

@@ -1,0 +1,153 @@
+"""Scoring behaviour of the bundled default model, text normalisation and dataset parsing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model import Classifier, Score, bundled_artifacts_dir
+from model.datasets import _decode_kaggle, dedupe, load_rows, read_olid_test
+from model.registry import load_classifier, newest_artifact
+from model.text import normalise, text_signals
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Classifier:
+    return load_classifier(newest_artifact(bundled_artifacts_dir()))
+
+
+def test_bundled_model_has_version_thresholds_and_provenance(classifier: Classifier) -> None:
+    """The committed artifact carries its version, thresholds and training-data hashes."""
+    meta = classifier.metadata
+    assert classifier.version == meta["version"]
+    assert 0.0 < classifier.thresholds.spam_hold < classifier.thresholds.spam_reject <= 1.0
+    assert 0.0 < classifier.thresholds.toxic_hold < 1.0
+    assert meta["libraries"]["scikit-learn"]
+    assert all(len(h) == 64 for h in meta["training_data"]["files"].values())
+    assert meta["training_data"]["rows"]["spam/sms"]["rows"] > 1000
+
+
+def test_spam_scores_higher_than_clean(classifier: Classifier) -> None:
+    """Link drops and prize scams score as spam; ordinary comments do not."""
+    spam = [
+        "Check out my channel and subscribe!! http://bit.ly/free-views",
+        "WINNER!! You have won a $1000 gift card, text CLAIM to 80086 now",
+        "DM me to learn how I made $5000 a week trading crypto with my account manager",
+    ]
+    clean = [
+        "I think the council should fund more bike lanes on Main Street.",
+        "Thanks for the clear explanation, the second chart helped a lot.",
+        "My grandmother used to sing this song to me.",
+    ]
+    spam_scores = [classifier.score(t).spam for t in spam]
+    clean_scores = [classifier.score(t).spam for t in clean]
+    assert min(spam_scores) > max(clean_scores)
+    assert min(spam_scores) > 0.5 > max(clean_scores)
+
+
+def test_toxic_scores_higher_than_clean(classifier: Classifier) -> None:
+    """Insults and slurs score as toxic; civil disagreement does not."""
+    toxic = ["You are a pathetic idiot and nobody wants you here", "shut up you stupid moron"]
+    clean = [
+        "I disagree with the author, the numbers in paragraph two look off.",
+        "Lovely photos, where was this taken?",
+    ]
+    assert min(classifier.score(t).toxic for t in toxic) > 0.5
+    assert max(classifier.score(t).toxic for t in clean) < 0.5
+
+
+def test_reasons_name_ngrams_present_in_the_text(classifier: Classifier) -> None:
+    """Every n-gram reason quotes words that occur in the comment."""
+    text = "Subscribe to my channel for free iPhone giveaways, you stupid idiots"
+    score = classifier.score(text)
+    ngram_reasons = [r for r in score.reasons if r.code == "ngram"]
+    assert {r.label for r in ngram_reasons} == {"spam", "toxic"}
+    for reason in ngram_reasons:
+        quoted = re.search(r'"(.+)"', reason.message)
+        assert quoted is not None
+        assert quoted.group(1) in text.lower()
+        assert reason.weight > 0
+    assert any("subscribe" in r.message for r in ngram_reasons if r.label == "spam")
+    assert any("idiot" in r.message for r in ngram_reasons if r.label == "toxic")
+
+
+def test_signal_reasons_for_links_and_shouting(classifier: Classifier) -> None:
+    """Links, link domains, shouting and repeated characters appear as reason codes."""
+    score = classifier.score(
+        "BUY NOW AT http://cheap.example.com AND http://deals.example.net FOR HUGE SAVINGS !!!!!"
+    )
+    codes = {r.code for r in score.reasons if r.label == "signal"}
+    assert {"many_links", "link_domains", "shouting", "repeated_characters"} <= codes
+    domains = next(r for r in score.reasons if r.code == "link_domains")
+    assert "cheap.example.com" in domains.message
+    assert all(isinstance(r.to_dict()["weight"], float) for r in score.reasons)
+
+
+def test_batch_scores_match_single_scores(classifier: Classifier) -> None:
+    """The vectorised path returns the same probabilities as score()."""
+    texts = ["free ringtones text STOP", "", "what a lovely day", "you absolute clown 🤡"]
+    batch = classifier.score_batch(texts)
+    for text, (spam, toxic) in zip(texts, batch, strict=True):
+        single = classifier.score(text)
+        assert spam == pytest.approx(single.spam, abs=1e-9)
+        assert toxic == pytest.approx(single.toxic, abs=1e-9)
+    assert classifier.score_batch([]) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=300))
+def test_any_text_scores_within_unit_interval(text: str) -> None:
+    """Arbitrary Unicode (empty, emoji, control characters) scores without error in [0, 1]."""
+    clf = load_classifier(newest_artifact(bundled_artifacts_dir()))
+    score = clf.score(text)
+    assert isinstance(score, Score)
+    assert 0.0 <= score.spam <= 1.0 and 0.0 <= score.toxic <= 1.0
+    assert score.model_version == clf.version
+
+
+def test_normalise_unifies_source_conventions() -> None:
+    """HTML entities, zero-width marks, links and handles map to shared tokens."""
+    assert normalise("Tom &amp; Jerry\ufeff") == "Tom & Jerry"
+    assert "xurlx" in normalise("see https://www.example.com/x?a=1")
+    assert "xdomxexamplecom" in normalise("see https://www.example.com/x?a=1")
+    assert normalise("@USER you URL") == normalise("@someone you http://t.co/abc").replace(
+        " xdomxtco", ""
+    )
+
+
+def test_text_signals_measure_links_and_capitals() -> None:
+    signals = text_signals("VISIT http://a.com AND www.b.org NOW")
+    assert signals.links == 2
+    assert signals.domains == ("a.com", "b.org")
+    assert signals.shouting_ratio == 1.0
+
+
+def test_kaggle_escapes_are_decoded() -> None:
+    """Outer quotes go and (doubled) literal escapes become characters."""
+    assert _decode_kaggle('"A\\\\xc2\\\\xa0majority\\\\n"') == "A\xa0majority "
+    assert _decode_kaggle('"it\\u2019s"') == "it\u2019s"
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared data folder not present")
+def test_shared_data_parses_with_expected_counts() -> None:
+    """Each reader yields the row counts stated in the dataset's SOURCE.md."""
+    rows = load_rows(SHARED_DATA, ["youtube", "sms", "olid", "kaggle_insults", "jigsaw"])
+    by_source: dict[str, int] = {}
+    for r in rows:
+        by_source[r.source] = by_source.get(r.source, 0) + 1
+    assert by_source == {
+        "youtube": 1956,
+        "sms": 5574,
+        "olid": 13240,
+        "kaggle_insults": 6594,
+        "jigsaw": 1000,
+    }
+    assert sum(r.target for r in rows if r.source == "sms") == 747
+    assert len(list(read_olid_test(SHARED_DATA))) == 860
+    assert len(dedupe(rows)) < len(rows)
