@@ -318,6 +318,14 @@ class Stack:
         self.workers.append(proc)
         return proc.start(self.settings) if wait else proc.spawn()
 
+    def supervise(self) -> int:
+        """Replace workers that exited, as a restart policy would; return how many."""
+        dead = [p for p in self.workers if p.process is not None and p.process.poll() is not None]
+        for proc in dead:
+            self.workers.remove(proc)
+            self.start_worker(proc.concurrency, wait=False)
+        return len(dead)
+
     def record(self, comment_id: str) -> dict[str, str]:
         return self.redis.hgetall(f"mod:c:{comment_id}")
 

@@ -186,7 +186,7 @@ def process_registry(multiproc_dir: str) -> CollectorRegistry:
     """Return a registry of the samples of all processes (multiprocess mode) or of this one."""
     registry = CollectorRegistry(auto_describe=False)
     if multiproc_dir:
-        MultiProcessCollector(registry, path=multiproc_dir)
+        MultiProcessCollector(registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
     else:
         registry.register(_ThisProcess())
     return registry
