@@ -6,6 +6,7 @@ Generates local secrets under var/ on first run; Ctrl-C stops everything cleanly
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,10 +51,20 @@ def main() -> int:
         redis_server = EmbeddedRedis(VAR / "redis").start()
         env["MODERATION_REDIS_URL"] = redis_server.url
     bin_dir = Path(sys.executable).parent
+    # Prometheus multiprocess mode: gunicorn's and Celery's processes write their samples to
+    # files; one directory per role (each role is scraped on its own), emptied at start so
+    # counters restart with the processes, as Prometheus expects.
+    metrics_root = VAR / "metrics"
+    shutil.rmtree(metrics_root, ignore_errors=True)
+    api_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_root / "api")}
+    worker_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_root / "worker")}
+    worker_env.setdefault("MODERATION_WORKER_METRICS_PORT", "9101")
+    for role_env in (api_env, worker_env):
+        Path(role_env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True)
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "workers", "worker", "--concurrency", "2", "--beat"],
-            env=env,
+            env=worker_env,
             cwd=ROOT,
         ),
         subprocess.Popen(  # noqa: S603 - fixed argv
@@ -63,7 +74,7 @@ def main() -> int:
                 "python:service.gunicorn_conf",
                 "service:create_app()",
             ],
-            env=env,
+            env=api_env,
             cwd=ROOT,
         ),
     ]
@@ -73,6 +84,8 @@ def main() -> int:
         f"  Demo article + comment form: http://{host}:{port}/\n"
         f"  API:                         http://{host}:{port}/api/v1/comments\n"
         f"  Readiness:                   http://{host}:{port}/readyz\n"
+        f"  Metrics (API, queues):       http://{host}:{port}/metrics\n"
+        f"  Metrics (worker):            http://127.0.0.1:{worker_env['MODERATION_WORKER_METRICS_PORT']}/metrics\n"
         f"  Redis:                       {redis_url}\n"
         f"  Moderator token:             {env['MODERATION_MODERATOR_TOKEN']}\n"
         f"  (secrets in {SECRETS}; Ctrl-C stops everything)\n",
