@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from celery import Celery
 from flask import Flask, Response, current_app, g, request
 
+from service.validation import EdgeJSONProvider
 from workers.celery_app import create_celery
 from workers.logs import configure_logging
 from workers.runtime import Runtime
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         MAX_FORM_MEMORY_SIZE=settings.max_content_length,
         JSON_SORT_KEYS=False,
     )
+    app.json = EdgeJSONProvider(app)  # deep nesting is a 400 from get_json, not a 500
     app.json.sort_keys = False  # type: ignore[attr-defined]
     runtime = Runtime(settings)
     runtime.vault  # noqa: B018 - fail at start-up, not on the first comment, if keys are bad

@@ -31,7 +31,7 @@ def author_key() -> str:
     if request.mimetype == "application/json":
         try:
             body = json.loads(request.get_data(cache=True) or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             body = None
         email = body.get("email") if isinstance(body, dict) else None
     elif request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):

@@ -65,7 +65,8 @@ def _parse_body() -> tuple[dict[str, Any] | None, Response | None]:
         raw = request.get_data(cache=True)
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: arrays or objects nested thousands deep (fits in the body limit).
             return None, problem(400, "Bad Request", "The body is not valid JSON.")
         if not isinstance(body, dict):
             return None, problem(400, "Bad Request", "The JSON body must be an object of fields.")

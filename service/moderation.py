@@ -336,4 +336,5 @@ def audit_log() -> Response:
 
 def _is_stream_id(value: str) -> bool:
     ms, _, seq = value.partition("-")
-    return ms.isdigit() and seq.isdigit() and len(value) < 42
+    # isascii: str.isdigit() also accepts "²", which Redis refuses as a stream id.
+    return value.isascii() and ms.isdigit() and seq.isdigit() and len(value) < 42

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
+from flask.json.provider import DefaultJSONProvider
 
 from workers.intake import Submission
 from workers.store import is_comment_id
@@ -138,11 +139,21 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
+class EdgeJSONProvider(DefaultJSONProvider):
+    """Flask's JSON provider, refusing JSON nested too deep as invalid (a 400), not a 500."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 def parse_limit(raw: str | None, *, default: int, maximum: int) -> int | None:
     """Return a page size from a query string, or None when it is not a number in range."""
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
+    if not _ascii_digits(raw):
         return None
     value = int(raw)
     return value if 1 <= value <= maximum else None
@@ -152,6 +163,11 @@ def parse_cursor(raw: str | None) -> int | bool | None:
     """Return a cursor (an integer), None when absent, or False when malformed."""
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 20:
+    if not _ascii_digits(raw) or len(raw) > 20:
         return False
     return int(raw)
+
+
+def _ascii_digits(raw: str) -> bool:
+    # str.isdigit() is also true for "²" and other digits int() refuses.
+    return raw.isascii() and raw.isdigit()
