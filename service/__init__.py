@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         JSON_SORT_KEYS=False,
     )
     app.json = EdgeJSONProvider(app)  # deep nesting is a 400 from get_json, not a 500
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False
     runtime = Runtime(settings)
     runtime.vault  # noqa: B018 - fail at start-up, not on the first comment, if keys are bad
     app.extensions["moderation"] = Services(
