@@ -46,8 +46,10 @@ bench-model: $(VENV)/.installed-bench
 	$(PY) bench/model_speed.py --data $(DATA)
 # --- end model targets ------------------------------------------------------------------
 
+## Service speed: intake vs a bare Flask ceiling (wrk), end to end, decisions/s, cost growth.
 bench-service: $(VENV)/.installed-bench
-	$(PY) bench/service.py
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) bench/service.py $(BENCH_ARGS)
 
 ## All benchmarks; results land in bench/results/ and the tables in docs/benchmarks.md.
 bench: bench-quality bench-model bench-service

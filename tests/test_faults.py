@@ -92,7 +92,7 @@ def test_worker_killed_mid_burst_loses_nothing_and_decides_each_comment_once(
     """SIGKILL a worker mid-burst: the sweep re-enqueues what it held; each comment scored once."""
     stack = stack_factory()
     client = stack.client()
-    burst = post_many(client, 600)
+    burst = post_many(client, 400)
     first = stack.start_worker(concurrency=2, wait=False)
     wait_for(lambda: len(stack.decided(burst)) >= 30, timeout=30, interval=0.005)
     stranded = kill_holding_undecided_work(stack, first, burst)

@@ -178,6 +178,7 @@ def test_request_id_and_other_headers_cannot_inject_headers(web: FlaskClient, va
     assert "X-Injected" not in response.headers
 
 
+@settings(max_examples=150)  # each example calls eight endpoints
 @given(
     comment_id=any_text,
     post_id=any_text,
