@@ -97,6 +97,7 @@ def score_and_decide(runtime: Runtime, comment_id: str) -> Outcome:
             "decision_reasons": list(decision.reasons),
             "model_version": score.model_version,
             "scored_at": iso_now(),
+            "scored_us": now_us(),  # microseconds, for end-to-end latency (bench/service.py)
             "decided_by": "model",
         },
         audit={
