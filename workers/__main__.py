@@ -56,7 +56,8 @@ def worker(
         f"--concurrency={concurrency}",
         f"--pool={pool}",
         f"--queues={queues}",
-        "--loglevel=INFO",
+        # Celery's own loggers follow the configured level too (INFO logs two lines per task).
+        f"--loglevel={settings.log_level}",
     ]
     if beat:
         argv += ["--beat", f"--schedule={settings.model_dir.parent / 'celerybeat-schedule'}"]
