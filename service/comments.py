@@ -84,19 +84,21 @@ def _same_site_target(candidate: str | None) -> str | None:
     """Return candidate if it is a safe place to send the browser back to, else None."""
     if not candidate or len(candidate) > 2000 or any(ch in candidate for ch in "\r\n\\"):
         return None
-    parts = urlsplit(candidate)
-    if (
-        not parts.scheme
-        and not parts.netloc
-        and candidate.startswith("/")
-        and not candidate.startswith("//")
-    ):
-        return candidate
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(candidate)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
         return None
-    origin = f"{parts.scheme}://{parts.netloc}".lower()
-    allowed = {o.rstrip("/").lower() for o in services().settings.site_origins}
-    allowed.add(request.host_url.rstrip("/").lower())
+    relative = not parts.scheme and not parts.netloc and candidate.startswith("/")
+    if relative and not candidate.startswith("//"):
+        origin = request.host_url.rstrip("/").lower()
+    elif parts.scheme in ("http", "https") and parts.netloc:
+        origin = f"{parts.scheme}://{parts.netloc}".lower()
+    else:
+        return None
+    ours = request.host_url.rstrip("/").lower()
+    if origin == ours and parts.path.startswith("/api/"):
+        return None  # e.g. the Referer of a resubmitted "please fix" page: not a page to show
+    allowed = {o.rstrip("/").lower() for o in services().settings.site_origins} | {ours}
     return candidate if origin in allowed else None
 
 
@@ -122,9 +124,8 @@ def submit() -> Response | tuple[Response, int]:
                 errors=result.errors,
                 values={k: v for k, v in values.items() if isinstance(v, str)},
                 form_token=values.get(FORM_TOKEN_FIELD) or new_form_token(),
-                redirect_to=body.get("redirect_to")
-                if isinstance(body.get("redirect_to"), str)
-                else "",
+                # Keep the article's address, so fixing the form still leads back to it.
+                redirect_to=back_to or "",
             )
             return Response(page, status=422, mimetype="text/html")
         return problem(

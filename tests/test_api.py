@@ -51,6 +51,28 @@ def test_browser_form_post_is_redirected_back_with_the_id(client: FlaskClient) -
     assert response.headers["Location"].startswith("/articles/budget-vote#comment-")
 
 
+def test_fixing_the_form_still_leads_back_to_the_article(client: FlaskClient) -> None:
+    article = "http://localhost/articles/budget-vote"
+    page = client.post(
+        "/api/v1/comments",
+        data={**FORM, "author": ""},
+        headers={**BROWSER, "Referer": article},
+    ).get_data(as_text=True)
+    assert f'name="redirect_to" value="{article}"' in page
+    # The corrected form is posted from the "please fix" page, whose address is the API's.
+    fixed = client.post(
+        "/api/v1/comments",
+        data={**FORM, "redirect_to": article},
+        headers={**BROWSER, "Referer": "http://localhost/api/v1/comments"},
+    )
+    assert fixed.status_code == 303
+    assert fixed.headers["Location"].startswith(article + "#comment-")
+    broken = client.post(
+        "/api/v1/comments", data=FORM, headers={**BROWSER, "Referer": "http://[::1/x"}
+    )
+    assert broken.status_code == 202
+
+
 def test_redirect_to_another_site_is_not_followed(client: FlaskClient) -> None:
     response = client.post(
         "/api/v1/comments",
