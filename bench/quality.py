@@ -99,7 +99,7 @@ def run_split(
     else:
         thresholds = {"hold": hold_threshold(head.y, oof[label])}
     y = np.array([r.target for r in test_rows], dtype=np.int_)
-    p = predict_label(bundle, label, [r.text for r in test_rows])
+    p = predict_label(bundle, label, [r.text for r in test_rows], config)
     base = profanity_check([r.text for r in test_rows]) if baseline else np.zeros(0)
     return Fold(y, p, base, thresholds), oof, head.rows
 

@@ -1,74 +1,73 @@
-"""Save and verify versioned model artifact folders (skops file + metadata.json)."""
+"""Save and verify versioned model artifact folders (an .npz of arrays + metadata.json)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import platform
-import zipfile
 from pathlib import Path
 from typing import Any
 
-from model.datasets import sha256_file
+import numpy as np
+
+from model.datasets import LABELS, sha256_file
 from model.errors import ArtifactError, ArtifactVersionError
+from model.features import FEATURES_VERSION
 from model.text import NORMALISER_VERSION
 
-MODEL_FILE = "model.skops"
+MODEL_FILE = "model.npz"
 METADATA_FILE = "metadata.json"
-FORMAT_VERSION = 1
+# 2: plain numpy arrays in an .npz (format 1 was a skops file of scikit-learn objects).
+FORMAT_VERSION = 2
 BUNDLE_KEYS = frozenset(
-    {"features", "lexicon", "spam", "toxic", "spam_calibrator", "toxic_calibrator"}
+    {
+        "idf",
+        "lexicon",
+        *(f"{label}_{part}" for label in LABELS for part in ("coef", "intercept", "calibration")),
+    }
 )
-
-# The only types skops may rebuild from an artifact; anything else is refused before loading,
-# so a crafted file cannot run code through a pickled callable.
-TRUSTED_TYPES: tuple[str, ...] = (
-    "builtins.dict",
-    "builtins.list",
-    "builtins.tuple",
-    "builtins.slice",
-    "numpy.dtype",
-    "numpy.float64",
-    "numpy.int64",
-    "numpy.ndarray",
-    "sklearn.feature_extraction.text.HashingVectorizer",
-    "sklearn.feature_extraction.text.TfidfTransformer",
-    "sklearn.isotonic.IsotonicRegression",
-    "sklearn.linear_model._logistic.LogisticRegression",
-    "sklearn.pipeline.FeatureUnion",
-    "sklearn.pipeline.Pipeline",
-)
+# Array kinds an artifact may hold: floats and strings. np.load(allow_pickle=False) already
+# refuses object arrays (the only kind that can carry code); this also rejects anything odd.
+_ALLOWED_KINDS = frozenset("fU")
 
 
 def library_versions() -> dict[str, str]:
-    """Return the versions of the libraries an artifact depends on."""
+    """Return the versions of the libraries that trained an artifact."""
     import numpy
     import sklearn
-    import skops
 
     return {
         "python": platform.python_version(),
         "scikit-learn": sklearn.__version__,
         "numpy": numpy.__version__,
-        "skops": skops.__version__,
     }
+
+
+def _installed_scikit_learn() -> str | None:
+    """Return the installed scikit-learn version without importing it (importing takes ~1 s)."""
+    try:
+        return importlib.metadata.version("scikit-learn")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def save_artifact(folder: Path, bundle: dict[str, Any], metadata: dict[str, Any]) -> Path:
     """Write ``bundle`` and ``metadata`` into a new artifact folder and return it."""
-    import skops.io as sio
-
     if set(bundle) != BUNDLE_KEYS:
         raise ArtifactError(f"bundle must hold exactly {sorted(BUNDLE_KEYS)}")
+    arrays = {name: np.asarray(value) for name, value in bundle.items()}
+    odd = sorted(n for n, a in arrays.items() if a.dtype.kind not in _ALLOWED_KINDS)
+    if odd:
+        raise ArtifactError(f"bundle arrays must hold floats or strings, not: {odd}")
     folder.mkdir(parents=True, exist_ok=False)
     model_path = folder / MODEL_FILE
-    sio.dump(bundle, model_path, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
-    untrusted = set(sio.get_untrusted_types(file=model_path)) - set(TRUSTED_TYPES)
-    if untrusted:
-        raise ArtifactError(f"bundle holds types outside the trusted list: {sorted(untrusted)}")
+    with model_path.open("wb") as handle:
+        np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]  # numpy stub: kwds
     full = {
         **metadata,
         "format_version": FORMAT_VERSION,
         "normaliser_version": NORMALISER_VERSION,
+        "features_version": FEATURES_VERSION,
         "libraries": library_versions(),
         "files": {MODEL_FILE: sha256_file(model_path)},
     }
@@ -91,10 +90,13 @@ def read_metadata(folder: Path) -> dict[str, Any]:
 
 
 def verify_artifact(folder: Path) -> dict[str, Any]:
-    """Check hashes and library versions of an artifact folder; return its metadata."""
-    import sklearn
-
+    """Check format, hashes and library versions of an artifact folder; return its metadata."""
     metadata = read_metadata(folder)
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise ArtifactVersionError(
+            f"{folder}: artifact format v{metadata.get('format_version')} is not the code's "
+            f"v{FORMAT_VERSION}; retrain the model (or seed the bundled default)"
+        )
     files = metadata.get("files")
     if not isinstance(files, dict) or MODEL_FILE not in files:
         raise ArtifactError(f"{folder}: metadata lists no file hashes")
@@ -108,10 +110,13 @@ def verify_artifact(folder: Path) -> dict[str, Any]:
                 f"{path}: SHA-256 mismatch (expected {expected[:12]}…, found {actual[:12]}…); "
                 "the artifact is corrupted or was modified after training"
             )
+    # Scoring no longer runs scikit-learn code, but retraining and the recorded metrics do:
+    # a different scikit-learn means a different model than the one these numbers describe.
     trained_with = metadata.get("libraries", {}).get("scikit-learn")
-    if trained_with != sklearn.__version__:
+    installed = _installed_scikit_learn()
+    if trained_with != installed:
         raise ArtifactVersionError(
-            f"{folder}: trained with scikit-learn {trained_with}, running {sklearn.__version__}; "
+            f"{folder}: trained with scikit-learn {trained_with}, running {installed}; "
             "retrain the model or install the matching scikit-learn"
         )
     if metadata.get("normaliser_version") != NORMALISER_VERSION:
@@ -119,24 +124,32 @@ def verify_artifact(folder: Path) -> dict[str, Any]:
             f"{folder}: text normaliser v{metadata.get('normaliser_version')} differs from the "
             f"code's v{NORMALISER_VERSION}; retrain the model"
         )
+    if metadata.get("features_version") != FEATURES_VERSION:
+        raise ArtifactVersionError(
+            f"{folder}: n-gram features v{metadata.get('features_version')} differ from the "
+            f"code's v{FEATURES_VERSION}; retrain the model"
+        )
     return metadata
 
 
 def load_artifact(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Verify and load an artifact folder; return ``(bundle, metadata)``."""
-    import skops.io as sio
+    """Verify and load an artifact folder; return ``(bundle, metadata)``.
 
+    The model file is an .npz of plain arrays read with ``allow_pickle=False``: nothing is
+    unpickled, and its SHA-256 was checked against the metadata first.
+    """
     metadata = verify_artifact(folder)
     model_path = folder / MODEL_FILE
     try:
-        untrusted = set(sio.get_untrusted_types(file=model_path)) - set(TRUSTED_TYPES)
-        if untrusted:
-            raise ArtifactError(f"{model_path}: refuses untrusted types {sorted(untrusted)}")
-        bundle = sio.load(model_path, trusted=list(TRUSTED_TYPES))
-    except ArtifactError:
-        raise
-    except Exception as exc:  # skops raises many types on a damaged zip; all mean the same
+        with np.load(model_path, allow_pickle=False) as archive:
+            bundle = {name: archive[name] for name in archive.files}
+    except ValueError as exc:  # numpy refuses object (pickled) arrays with ValueError
+        raise ArtifactError(f"{model_path}: refuses untrusted content ({exc})") from exc
+    except Exception as exc:  # a damaged zip raises many types; all mean the same
         raise ArtifactError(f"{model_path}: cannot load ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(bundle, dict) or set(bundle) != BUNDLE_KEYS:
-        raise ArtifactError(f"{model_path}: unexpected contents")
+    if set(bundle) != BUNDLE_KEYS:
+        raise ArtifactError(f"{model_path}: unexpected contents {sorted(bundle)}")
+    odd = sorted(n for n, a in bundle.items() if a.dtype.kind not in _ALLOWED_KINDS)
+    if odd:
+        raise ArtifactError(f"{model_path}: refuses untrusted array types in {odd}")
     return bundle, metadata

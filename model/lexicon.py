@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
-from scipy import sparse
+from numpy.typing import NDArray
 
 # Toxic-lexicon features: the toxic-spans set marks *which words* raters found toxic. Its posts
 # are all toxic (no negatives), so instead of training on whole posts (which teaches news
@@ -28,10 +29,19 @@ def lexicon_row(text: str, lexicon: frozenset[str]) -> tuple[float, float]:
     return (min(hits, LEXICON_CAP) / LEXICON_CAP, float(hits > 0))
 
 
-def lexicon_matrix(texts: list[str], lexicon: frozenset[str]) -> sparse.csr_matrix:
-    """Return the lexicon features of many texts as a sparse matrix."""
+def lexicon_values(texts: Sequence[str], lexicon: frozenset[str]) -> NDArray[np.float64]:
+    """Return the lexicon features of many texts as a dense ``(n, LEXICON_COLUMNS)`` array."""
     values = np.array([lexicon_row(t, lexicon) for t in texts], dtype=np.float64)
-    return sparse.csr_matrix(values.reshape(len(texts), LEXICON_COLUMNS))
+    return values.reshape(len(texts), LEXICON_COLUMNS)
+
+
+def lexicon_values_from_tokens(
+    tokens: Sequence[str], token_doc: NDArray[np.int64], n_docs: int, lexicon: frozenset[str]
+) -> NDArray[np.float64]:
+    """Return ``lexicon_values`` from already-split lower-cased tokens (the batch fast path)."""
+    hit = np.fromiter((t in lexicon for t in tokens), dtype=bool, count=len(tokens))
+    hits = np.bincount(token_doc[hit], minlength=n_docs).astype(np.float64)
+    return np.column_stack([np.minimum(hits, LEXICON_CAP) / LEXICON_CAP, hits > 0])
 
 
 def build_lexicon(marked: dict[str, int], seen: dict[str, int]) -> list[str]:

@@ -10,10 +10,15 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import sparse
 
 from model.errors import ArtifactError
-from model.lexicon import LEXICON_COLUMNS, lexicon_matrix, lexicon_row, lexicon_words
+from model.features import NgramHasher, Occurrences
+from model.lexicon import (
+    LEXICON_COLUMNS,
+    lexicon_row,
+    lexicon_values_from_tokens,
+    lexicon_words,
+)
 from model.text import normalise, text_signals
 
 LABELS = ("spam", "toxic")
@@ -75,18 +80,57 @@ class Score:
         }
 
 
-class _Head:
-    """One linear label head plus its Platt calibration, flattened to numpy arrays."""
+class LinearScorer:
+    """Linear label heads over hashed tf-idf n-grams plus lexicon columns, with Platt scaling.
 
-    def __init__(self, linear: Any, calibrator: Any) -> None:
-        self.coef: NDArray[np.float64] = np.asarray(linear.coef_, dtype=np.float64).ravel()
-        self.intercept = float(np.asarray(linear.intercept_).ravel()[0])
-        self.cal_a = float(np.asarray(calibrator.coef_).ravel()[0])
-        self.cal_b = float(np.asarray(calibrator.intercept_).ravel()[0])
+    Holds only numpy arrays (from the artifact), so scoring needs neither scikit-learn nor scipy.
+    """
 
-    def probability(self, margin: NDArray[np.float64]) -> NDArray[np.float64]:
-        z = self.cal_a * margin + self.cal_b
-        return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
+    def __init__(
+        self, bundle: dict[str, Any], hasher: NgramHasher, labels: Sequence[str] = LABELS
+    ) -> None:
+        self.hasher = hasher
+        self.labels = tuple(labels)
+        self.idf = np.asarray(bundle["idf"], dtype=np.float64)
+        self.lexicon = frozenset(str(w) for w in bundle["lexicon"])
+        coef = [np.asarray(bundle[f"{label}_coef"], dtype=np.float64) for label in self.labels]
+        self.coef = np.column_stack(coef)  # (width + lexicon columns, labels)
+        self.intercept = np.array([float(bundle[f"{lb}_intercept"][0]) for lb in self.labels])
+        cal = np.array([np.asarray(bundle[f"{lb}_calibration"], float) for lb in self.labels])
+        self.cal_a, self.cal_b = cal[:, 0], cal[:, 1]
+        if (
+            self.idf.shape != (hasher.width,)
+            or self.coef.shape[0] != hasher.width + LEXICON_COLUMNS
+        ):
+            raise ValueError("coefficient or idf width does not match the n-gram hasher")
+        # Per-label coefficient * idf, contiguous, so a batch gathers each once per n-gram.
+        self._tfidf_coef = [
+            np.ascontiguousarray(self.coef[: hasher.width, j] * self.idf)
+            for j in range(len(self.labels))
+        ]
+        self._idf_squared = self.idf * self.idf
+
+    def margins(self, norms: Sequence[str]) -> NDArray[np.float64]:
+        """Return ``(n, labels)`` linear margins of normalised texts."""
+        occ = self.hasher.occurrences(norms)
+        n = len(norms)
+        squares = np.bincount(occ.doc, self._idf_squared[occ.col], minlength=n)
+        inv_norm = 1.0 / np.maximum(np.sqrt(squares), 1e-12)
+        lex_values = lexicon_values_from_tokens(occ.tokens, occ.token_doc, n, self.lexicon)
+        lex = lex_values @ self.coef[self.hasher.width :]
+        out = np.empty((n, len(self.labels)))
+        for j in range(len(self.labels)):
+            raw = np.bincount(occ.doc, self._tfidf_coef[j][occ.col], minlength=n)
+            out[:, j] = raw * inv_norm + lex[:, j] + self.intercept[j]
+        return out
+
+    def calibrate(self, margins: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Map margins to calibrated probabilities (Platt scaling per label)."""
+        return np.asarray(1.0 / (1.0 + np.exp(-(self.cal_a * margins + self.cal_b))), np.float64)
+
+    def probabilities(self, norms: Sequence[str]) -> NDArray[np.float64]:
+        """Return ``(n, labels)`` calibrated probabilities of normalised texts."""
+        return self.calibrate(self.margins(norms))
 
 
 class Classifier:
@@ -97,139 +141,78 @@ class Classifier:
         self.version: str = metadata["version"]
         try:
             self.thresholds = Thresholds(**metadata["thresholds"])
-            self._features = bundle["features"]
-            ngrams = self._features.named_steps["ngrams"]
-            blocks = dict(ngrams.transformer_list)
-            self._word = blocks["word"]
-            self._char = blocks["char"]
-            self._idf = np.asarray(self._features.named_steps["tfidf"].idf_, dtype=np.float64)
-            self._lexicon = frozenset(str(w) for w in bundle["lexicon"])
-            self._heads = {
-                label: _Head(bundle[label], bundle[f"{label}_calibrator"]) for label in LABELS
-            }
-        except (KeyError, TypeError, AttributeError) as exc:
+            hasher = NgramHasher.from_config(metadata["config"])
+            self._scorer = LinearScorer(bundle, hasher)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ArtifactError(f"artifact {self.version}: malformed model bundle ({exc})") from exc
-        self._n_word = int(self._word.n_features)
-        self._width = self._n_word + int(self._char.n_features)
-        for label, head in self._heads.items():
-            if (
-                head.coef.shape[0] != self._width + LEXICON_COLUMNS
-                or self._idf.shape[0] != self._width
-            ):
-                raise ArtifactError(f"artifact {self.version}: {label} head width mismatch")
-        self._weights = np.column_stack([self._heads[label].coef for label in LABELS])
-        self._word_analyzer = self._word.build_analyzer()
-        self._char_analyzer = self._char.build_analyzer()
-        self._word_hasher = self._word._get_hasher()
-        self._char_hasher = self._char._get_hasher()
 
     def score_batch(self, texts: Sequence[str]) -> list[tuple[float, float]]:
         """Return ``(spam, toxic)`` probabilities per text (vectorised fast path)."""
         if not texts:
             return []
-        norms = [normalise(t) for t in texts]
-        x = sparse.hstack(
-            [self._features.transform(norms), lexicon_matrix(norms, self._lexicon)], format="csr"
-        )
-        margins = np.asarray(x @ self._weights)
-        spam = self._heads["spam"].probability(margins[:, 0] + self._heads["spam"].intercept)
-        toxic = self._heads["toxic"].probability(margins[:, 1] + self._heads["toxic"].intercept)
-        return [(float(s), float(t)) for s, t in zip(spam, toxic, strict=True)]
+        probs = self._scorer.probabilities([normalise(t) for t in texts])
+        return [(float(s), float(t)) for s, t in probs.tolist()]
 
     def score(self, text: str) -> Score:
         """Score one comment: both labels, top n-gram reasons and text-signal reason codes."""
+        scorer = self._scorer
         norm = normalise(text)
-        word_grams = self._word_analyzer(norm)
-        char_grams = self._char_analyzer(norm)
-        word_idx = self._hash(self._word_hasher, word_grams)
-        char_idx = self._hash(self._char_hasher, char_grams) + self._n_word
-        all_idx = np.concatenate([word_idx, char_idx])
-        if all_idx.size:
-            uniq, inverse, counts = np.unique(all_idx, return_inverse=True, return_counts=True)
-            values = (1.0 + np.log(counts)) * self._idf[uniq]
-            values /= math.sqrt(float(values @ values))
-        else:
-            uniq = inverse = np.zeros(0, dtype=np.int64)
-            values = np.zeros(0)
-        lex_values = np.array(lexicon_row(norm, self._lexicon))
-        lex_words = lexicon_words(norm, self._lexicon)
-        probs: dict[str, float] = {}
+        occ = scorer.hasher.occurrences([norm], with_labels=True)
+        idf = scorer.idf[occ.col]
+        norm2 = float(idf @ idf)
+        values = idf / math.sqrt(norm2) if norm2 > 0 else idf
+        lex_values = np.array(lexicon_row(norm, scorer.lexicon))
+        lex_words = lexicon_words(norm, scorer.lexicon)
+        width = scorer.hasher.width
+        margins = values @ scorer.coef[occ.col] + lex_values @ scorer.coef[width:]
+        probs = scorer.calibrate(margins + scorer.intercept)
         reasons: list[Reason] = []
-        for label, head in self._heads.items():
-            contrib = values * head.coef[uniq]
-            lex_contrib = float(lex_values @ head.coef[self._width :])
-            margin = float(contrib.sum()) + lex_contrib + head.intercept
-            probs[label] = float(head.probability(np.array([margin]))[0])
-            if probs[label] >= 0.2:
-                reasons.extend(
-                    self._ngram_reasons(
-                        label, contrib, inverse, counts, word_grams, norm, lex_words, lex_contrib
-                    )
-                )
+        for j, label in enumerate(scorer.labels):
+            if probs[j] >= 0.2:
+                contrib = values * scorer.coef[occ.col, j]
+                lex_contrib = float(lex_values @ scorer.coef[width:, j])
+                reasons.extend(_ngram_reasons(label, contrib, occ, lex_words, lex_contrib))
         reasons.extend(_signal_reasons(text))
         return Score(
-            spam=probs["spam"],
-            toxic=probs["toxic"],
+            spam=float(probs[0]),
+            toxic=float(probs[1]),
             categories={},
             reasons=tuple(reasons),
             model_version=self.version,
         )
 
-    @staticmethod
-    def _hash(hasher: Any, grams: list[str]) -> NDArray[np.int64]:
-        if not grams:
-            return np.zeros(0, dtype=np.int64)
-        return np.asarray(hasher.transform([[g] for g in grams]).indices, dtype=np.int64)
 
-    def _ngram_reasons(
-        self,
-        label: str,
-        contrib: NDArray[np.float64],
-        inverse: NDArray[np.int64],
-        occurrences: NDArray[np.int64],
-        word_grams: list[str],
-        norm: str,
-        lex_words: list[str],
-        lex_contrib: float,
-    ) -> list[Reason]:
-        """Credit each feature's contribution to the words it came from; return the top ones."""
-        per_occurrence = contrib / np.maximum(occurrences, 1)
-        n_word = len(word_grams)
-        credit: dict[str, float] = {}
-        for word in lex_words:  # the lexicon columns fire because of these words
-            credit[word] = credit.get(word, 0.0) + lex_contrib / len(lex_words)
-        for gram, pos in zip(word_grams, inverse[:n_word], strict=True):
-            credit[gram] = credit.get(gram, 0.0) + float(per_occurrence[pos])
-        # Character n-grams come word by word (char_wb), in text order; re-derive per word.
-        offset = n_word
-        for raw_word in norm.lower().split():
-            grams = self._char_analyzer(raw_word)
-            share = float(per_occurrence[inverse[offset : offset + len(grams)]].sum())
-            offset += len(grams)
-            word = _EDGE_PUNCT_RE.sub("", raw_word)
-            if word:
-                credit[word] = credit.get(word, 0.0) + share
-        ranked = sorted(credit.items(), key=lambda kv: kv[1], reverse=True)
-        reasons: list[Reason] = []
-        for gram, weight in ranked:
-            if weight < _MIN_REASON_WEIGHT or len(reasons) >= _MAX_NGRAM_REASONS:
-                break
-            if gram.startswith("xdomx"):
-                continue  # link domains are reported as a signal reason instead
-            if _PLACEHOLDER_RE.search(gram):
-                reasons.append(
-                    Reason(
-                        "link" if "xurlx" in gram else "mention",
-                        label,
-                        f"contains a {'link' if 'xurlx' in gram else 'mention'}",
-                        round(weight, 3),
-                    )
-                )
-                continue
-            reasons.append(
-                Reason("ngram", label, f'"{gram}" raises the {label} score', round(weight, 3))
-            )
-        return reasons
+def _ngram_reasons(
+    label: str,
+    contrib: NDArray[np.float64],
+    occ: Occurrences,
+    lex_words: list[str],
+    lex_contrib: float,
+) -> list[Reason]:
+    """Credit each n-gram's contribution to the word(s) it came from; return the top ones."""
+    per_origin = np.bincount(occ.origin, contrib, minlength=len(occ.labels))
+    credit: dict[str, float] = {}
+    for word in lex_words:  # the lexicon columns fire because of these words
+        credit[word] = credit.get(word, 0.0) + lex_contrib / len(lex_words)
+    for gram, weight in zip(occ.labels, per_origin.tolist(), strict=True):
+        gram = _EDGE_PUNCT_RE.sub("", gram)  # character n-grams come from whole words
+        if gram:
+            credit[gram] = credit.get(gram, 0.0) + weight
+    ranked = sorted(credit.items(), key=lambda kv: kv[1], reverse=True)
+    reasons: list[Reason] = []
+    for gram, weight in ranked:
+        if weight < _MIN_REASON_WEIGHT or len(reasons) >= _MAX_NGRAM_REASONS:
+            break
+        if gram.startswith("xdomx"):
+            continue  # link domains are reported as a signal reason instead
+        if _PLACEHOLDER_RE.search(gram):
+            kind = "link" if "xurlx" in gram else "mention"
+            reasons.append(Reason(kind, label, f"contains a {kind}", round(weight, 3)))
+            continue
+        reasons.append(
+            Reason("ngram", label, f'"{gram}" raises the {label} score', round(weight, 3))
+        )
+    return reasons
 
 
 def _signal_reasons(text: str) -> list[Reason]:

@@ -41,8 +41,9 @@ from model.evaluation import (
     reject_threshold,
     threshold_report,
 )
-from model.features import TrainConfig, build_features
-from model.lexicon import build_lexicon, lexicon_matrix
+from model.features import NgramHasher, TrainConfig
+from model.lexicon import build_lexicon, lexicon_values
+from model.scoring import LinearScorer
 from model.text import normalise
 
 
@@ -105,10 +106,28 @@ def _source_weight(row: Row, config: TrainConfig) -> float:
     return config.source_weights.get(row.source, 0.0) * row.weight
 
 
-def hash_texts(texts: Sequence[str], config: TrainConfig) -> sparse.csr_matrix:
-    """Return raw hashed n-gram counts of already-normalised texts (stateless, cacheable)."""
-    ngrams = build_features(config).named_steps["ngrams"]
-    return ngrams.transform(texts).tocsr()
+def ngram_counts(texts: Sequence[str], hasher: NgramHasher) -> sparse.csr_matrix:
+    """Return the n-gram count matrix of normalised texts."""
+    occ = hasher.occurrences(texts)
+    ones = np.ones(occ.col.size, dtype=np.float64)
+    return sparse.csr_matrix((ones, (occ.doc, occ.col)), shape=(len(texts), hasher.width))
+
+
+def feature_matrix(
+    counts: sparse.csr_matrix,
+    texts: Sequence[str],
+    idf: NDArray[np.float32],
+    lexicon: frozenset[str],
+) -> sparse.csr_matrix:
+    """Return model inputs: count * idf / sqrt(sum of count * idf^2), then lexicon columns.
+
+    The same transform ``LinearScorer.margins`` computes per n-gram occurrence at scoring time.
+    """
+    idf64 = idf.astype(np.float64)
+    norm = np.sqrt(counts @ (idf64 * idf64))
+    scaled = sparse.diags(1.0 / np.maximum(norm, 1e-12)) @ counts @ sparse.diags(idf64)
+    lex = sparse.csr_matrix(lexicon_values(texts, lexicon))
+    return sparse.hstack([scaled, lex], format="csr")
 
 
 def fit_heads(
@@ -116,26 +135,17 @@ def fit_heads(
     config: TrainConfig,
     lexicon: list[str],
     progress: tqdm[Any] | None = None,
-    counts: sparse.csr_matrix | None = None,
 ) -> tuple[dict[str, Any], dict[str, NDArray[np.float64]], dict[str, _Head]]:
-    """Fit tf-idf and every label head present in ``rows``.
+    """Fit idf and every label head present in ``rows``.
 
-    Returns the bundle, out-of-fold calibrated probabilities and the heads. ``counts`` may be
-    passed (rows of ``hash_texts``) so cross-validation hashes each text only once.
+    Returns the bundle (plain numpy arrays), out-of-fold calibrated probabilities and the heads.
     """
     texts = [normalise(r.text) for r in rows]
-    if counts is None:
-        counts = hash_texts(texts, config)
-    features = build_features(config)
-    features.named_steps["ngrams"].fit(texts[:1])  # stateless hashing: fit only validates
-    features.named_steps["tfidf"].fit(counts)
-    x = sparse.hstack(
-        [
-            features.named_steps["tfidf"].transform(counts),
-            lexicon_matrix(texts, frozenset(lexicon)),
-        ],
-        format="csr",
-    )
+    hasher = NgramHasher.from_config(config)
+    counts = ngram_counts(texts, hasher)
+    df = np.bincount(counts.indices, minlength=hasher.width)
+    idf = (np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0).astype(np.float32)  # smoothed idf
+    x = feature_matrix(counts, texts, idf, frozenset(lexicon))
     _tick(progress, "features")
     heads: dict[str, _Head] = {}
     for label in LABELS:
@@ -150,7 +160,7 @@ def fit_heads(
             np.array([r.target for r in sub], dtype=np.int_),
             np.array([_source_weight(r, config) for r in sub], dtype=np.float64),
         )
-    bundle: dict[str, Any] = {"features": features, "lexicon": list(lexicon)}
+    bundle: dict[str, Any] = {"idf": idf, "lexicon": np.array(sorted(lexicon), dtype=np.str_)}
     oof: dict[str, NDArray[np.float64]] = {}
     for label, head in heads.items():
         c = config.c_spam if label == "spam" else config.c_toxic
@@ -160,31 +170,22 @@ def fit_heads(
         calibrator = LogisticRegression(C=1e4)
         calibrator.fit(margins.reshape(-1, 1), head.y, sample_weight=head.weight)
         oof[label] = calibrator.predict_proba(margins.reshape(-1, 1))[:, 1]
-        bundle[label] = _fit_linear(xh, head.y, head.weight, c, config.random_state)
-        bundle[f"{label}_calibrator"] = calibrator
+        linear = _fit_linear(xh, head.y, head.weight, c, config.random_state)
+        bundle[f"{label}_coef"] = linear.coef_.ravel().astype(np.float32)
+        bundle[f"{label}_intercept"] = np.asarray(linear.intercept_, dtype=np.float64).ravel()
+        bundle[f"{label}_calibration"] = np.array(
+            [calibrator.coef_.ravel()[0], calibrator.intercept_.ravel()[0]], dtype=np.float64
+        )
         _tick(progress, f"{label} final fit")
     return bundle, oof, heads
 
 
 def predict_label(
-    bundle: dict[str, Any],
-    label: str,
-    texts: Sequence[str],
-    counts: sparse.csr_matrix | None = None,
+    bundle: dict[str, Any], label: str, texts: Sequence[str], config: TrainConfig
 ) -> NDArray[np.float64]:
     """Return calibrated probabilities of one head for raw texts (used by benchmarks)."""
-    norms = [normalise(t) for t in texts]
-    features = bundle["features"]
-    tfidf = (
-        features.transform(norms)
-        if counts is None
-        else features.named_steps["tfidf"].transform(counts)
-    )
-    x = sparse.hstack([tfidf, lexicon_matrix(norms, frozenset(bundle["lexicon"]))], format="csr")
-    margins = bundle[label].decision_function(x)
-    return np.asarray(
-        bundle[f"{label}_calibrator"].predict_proba(margins.reshape(-1, 1))[:, 1], dtype=np.float64
-    )
+    scorer = LinearScorer(bundle, NgramHasher.from_config(config), labels=(label,))
+    return scorer.probabilities([normalise(t) for t in texts])[:, 0]
 
 
 def _fit_linear(

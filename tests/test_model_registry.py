@@ -73,7 +73,7 @@ def test_trained_artifact_records_provenance(small_artifact: Path) -> None:
     """metadata.json holds versions, data hashes, row counts, metrics and thresholds."""
     meta = json.loads((small_artifact / METADATA_FILE).read_text())
     assert meta["version"] == small_artifact.name
-    assert set(meta["libraries"]) == {"python", "scikit-learn", "numpy", "skops"}
+    assert set(meta["libraries"]) == {"python", "scikit-learn", "numpy"}
     assert meta["training_data"]["files"]["sms-spam-collection/SMSSpamCollection"]
     assert meta["training_data"]["rows"]["spam/sms"]["rows"] <= 150
     assert set(meta["thresholds"]) == {"spam_reject", "spam_hold", "toxic_hold"}
@@ -113,21 +113,36 @@ def test_scikit_learn_version_mismatch_fails_clearly(small_artifact: Path, tmp_p
         load_classifier(folder)
 
 
-def test_untrusted_types_in_a_rehashed_file_are_refused(
+def test_pickled_arrays_in_a_rehashed_file_are_refused(
     small_artifact: Path, tmp_path: Path
 ) -> None:
-    """Even with a matching hash, a skops file holding a non-allowlisted type is not loaded."""
-    import skops.io as sio
-    from sklearn.svm import SVC
+    """Even with a matching hash, a model file holding a pickled (object) array is not loaded."""
+    import numpy as np
 
     from model.datasets import sha256_file
 
     folder = _copy(small_artifact, tmp_path)
-    sio.dump({"features": SVC()}, folder / MODEL_FILE)
+    with np.load(folder / MODEL_FILE) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays["lexicon"] = np.array([SystemExit, "idiot"], dtype=object)  # unpickling runs code
+    with (folder / MODEL_FILE).open("wb") as handle:
+        np.savez(handle, **arrays)
     meta = json.loads((folder / METADATA_FILE).read_text())
     meta["files"][MODEL_FILE] = sha256_file(folder / MODEL_FILE)
     (folder / METADATA_FILE).write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="untrusted"):
+        load_classifier(folder)
+
+
+def test_artifact_of_an_older_format_is_refused_clearly(
+    small_artifact: Path, tmp_path: Path
+) -> None:
+    """A format-1 (skops) artifact asks for a retrain instead of failing obscurely."""
+    folder = _copy(small_artifact, tmp_path)
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    meta["format_version"] = 1
+    (folder / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactVersionError, match="format v1"):
         load_classifier(folder)
 
 

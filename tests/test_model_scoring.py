@@ -151,3 +151,22 @@ def test_shared_data_parses_with_expected_counts() -> None:
     assert sum(r.target for r in rows if r.source == "sms") == 747
     assert len(list(read_olid_test(SHARED_DATA))) == 860
     assert len(dedupe(rows)) < len(rows)
+
+
+def test_training_features_and_scoring_agree(classifier: Classifier) -> None:
+    """The sparse training matrix and the per-occurrence scoring path give the same margins."""
+    from model.features import NgramHasher
+    from model.scoring import LinearScorer
+    from model.text import normalise
+    from model.training import feature_matrix, ngram_counts
+
+    scorer: LinearScorer = classifier._scorer
+    texts = [
+        normalise(t) for t in ("Buy cheap pills at http://x.ru now", "you idiot", "ok ok ok", "")
+    ]
+    hasher = NgramHasher.from_config(classifier.metadata["config"])
+    x = feature_matrix(
+        ngram_counts(texts, hasher), texts, scorer.idf.astype("float32"), scorer.lexicon
+    )
+    expected = x @ scorer.coef + scorer.intercept
+    assert abs(expected - scorer.margins(texts)).max() < 1e-6
