@@ -38,6 +38,25 @@ def _is_registry(path: Path) -> bool:
     return (path / LIVE_FILE).exists() or (path / VERSIONS_DIR).is_dir()
 
 
+def _goal_options(func: Any) -> Any:
+    """Add the threshold goals (defaults: the moderation policy's) to a training command."""
+    func = click.option(
+        "--max-miss-rate",
+        type=click.FloatRange(0.0, 0.5),
+        default=0.01,
+        show_default=True,
+        help="Auto-approve only below scores that let at most this share of spam/toxic through.",
+    )(func)
+    func = click.option(
+        "--reject-precision",
+        type=click.FloatRange(0.5, 1.0),
+        default=0.99,
+        show_default=True,
+        help="Auto-reject spam only where out-of-fold precision is at least this.",
+    )(func)
+    return func
+
+
 @cli.command()
 @click.option(
     "--data",
@@ -68,6 +87,7 @@ def _is_registry(path: Path) -> bool:
 )
 @click.option("--version", "version", default=None, help="Version name (default: time + hash).")
 @click.option("--quiet", is_flag=True, help="Hide the progress bar.")
+@_goal_options
 def train(
     data_dir: Path,
     label_files: tuple[Path, ...],
@@ -75,12 +95,18 @@ def train(
     max_rows_per_source: int | None,
     version: str | None,
     quiet: bool,
+    reject_precision: float,
+    max_miss_rate: float,
 ) -> None:
     """Train a candidate model version (never made live here; use promote)."""
     from model.features import TrainConfig
     from model.training import train as run_training
 
-    config = TrainConfig(max_rows_per_source=max_rows_per_source)
+    config = TrainConfig(
+        max_rows_per_source=max_rows_per_source,
+        reject_precision=reject_precision,
+        max_miss_rate=max_miss_rate,
+    )
     try:
         if _is_registry(out_dir):
             with tempfile.TemporaryDirectory(prefix="train-") as tmp:
@@ -311,13 +337,18 @@ def seed(registry: Path, source: Path | None) -> None:
     default=None,
     help="Where to put the artifact (default: the package's model/artifacts).",
 )
-def build_default(data_dir: Path, out_dir: Path | None) -> None:
+@_goal_options
+def build_default(
+    data_dir: Path, out_dir: Path | None, reject_precision: float, max_miss_rate: float
+) -> None:
     """Train on all public data and replace the bundled default artifact (used by make model)."""
+    from model.features import TrainConfig
     from model.training import train as run_training
 
     target = out_dir or bundled_artifacts_dir()
+    config = TrainConfig(reject_precision=reject_precision, max_miss_rate=max_miss_rate)
     with tempfile.TemporaryDirectory(prefix="default-") as tmp:
-        result = run_training(data_dir, Path(tmp))
+        result = run_training(data_dir, Path(tmp), config=config)
         target.mkdir(parents=True, exist_ok=True)
         for old in target.iterdir():
             if old.is_dir() and (old / "metadata.json").exists():

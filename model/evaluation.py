@@ -96,6 +96,46 @@ def threshold_report(
     }
 
 
+# Operating points recorded in the metadata so an operator can pick another trade-off.
+TRADEOFF_MISS_RATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+TRADEOFF_PRECISIONS = (0.95, 0.98, 0.99, 0.995)
+
+
+def hold_tradeoffs(y: NDArray[np.int_], p: NDArray[np.float64]) -> list[dict[str, float]]:
+    """Return, per allowed miss rate, the hold threshold and the share of clean rows it holds."""
+    out = []
+    for miss in TRADEOFF_MISS_RATES:
+        cut = hold_threshold(y, p, 1.0 - miss)
+        report = threshold_report(y, p, cut)
+        out.append(
+            {
+                "max_miss_rate": miss,
+                "threshold": cut,
+                "miss_rate": 1.0 - report["recall"],
+                "clean_held": report["flag_rate_clean"],
+            }
+        )
+    return out
+
+
+def reject_tradeoffs(y: NDArray[np.int_], p: NDArray[np.float64]) -> list[dict[str, float]]:
+    """Return, per precision goal, the auto-reject threshold and the share of spam it rejects."""
+    out = []
+    for precision in TRADEOFF_PRECISIONS:
+        cut = reject_threshold(y, p, precision)
+        report = threshold_report(y, p, cut)
+        out.append(
+            {
+                "min_precision": precision,
+                "threshold": cut,
+                "precision": report["precision"],
+                "spam_rejected": report["recall"],
+                "clean_rejected": report["flag_rate_clean"],
+            }
+        )
+    return out
+
+
 def per_group_metrics(
     y: NDArray[np.int_], p: NDArray[np.float64], groups: Sequence[str]
 ) -> dict[str, dict[str, float]]:

@@ -64,6 +64,10 @@ class TrainConfig:
     moderator_weight: float = MODERATOR_WEIGHT
     source_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SOURCE_WEIGHTS))
     max_rows_per_source: int | None = None  # for quick tests; None = use everything
+    # Threshold goals: auto-reject spam only where out-of-fold precision is at least this…
+    reject_precision: float = 0.99
+    # …and auto-approve only below scores that let at most this share of spam/toxic through.
+    max_miss_rate: float = 0.01
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready copy for the artifact metadata."""

@@ -36,9 +36,11 @@ from model.errors import DataError
 from model.evaluation import (
     binary_metrics,
     hold_threshold,
+    hold_tradeoffs,
     jsonable,
     per_group_metrics,
     reject_threshold,
+    reject_tradeoffs,
     threshold_report,
 )
 from model.features import NgramHasher, TrainConfig
@@ -221,9 +223,16 @@ def _out_of_fold_margins(
 
 
 def validation_summary(
-    oof: dict[str, NDArray[np.float64]], heads: dict[str, _Head]
+    oof: dict[str, NDArray[np.float64]],
+    heads: dict[str, _Head],
+    config: TrainConfig | None = None,
 ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
-    """Return out-of-fold metrics, thresholds chosen on them, and the thresholds' behaviour."""
+    """Return out-of-fold metrics, thresholds chosen on them, and the thresholds' behaviour.
+
+    The behaviour includes trade-off tables (other miss rates / precisions) for operators.
+    """
+    config = config or TrainConfig()
+    recall = 1.0 - config.max_miss_rate
     metrics: dict[str, Any] = {}
     for label, head in heads.items():
         metrics[label] = {
@@ -232,14 +241,19 @@ def validation_summary(
         }
     spam, toxic = heads["spam"], heads["toxic"]
     thresholds = {
-        "spam_reject": reject_threshold(spam.y, oof["spam"]),
-        "spam_hold": hold_threshold(spam.y, oof["spam"]),
-        "toxic_hold": hold_threshold(toxic.y, oof["toxic"]),
+        "spam_reject": reject_threshold(spam.y, oof["spam"], config.reject_precision),
+        "spam_hold": hold_threshold(spam.y, oof["spam"], recall),
+        "toxic_hold": hold_threshold(toxic.y, oof["toxic"], recall),
     }
     behaviour = {
         "spam_reject": threshold_report(spam.y, oof["spam"], thresholds["spam_reject"]),
         "spam_hold": threshold_report(spam.y, oof["spam"], thresholds["spam_hold"]),
         "toxic_hold": threshold_report(toxic.y, oof["toxic"], thresholds["toxic_hold"]),
+        "tradeoffs": {
+            "spam_reject": reject_tradeoffs(spam.y, oof["spam"]),
+            "spam_hold": hold_tradeoffs(spam.y, oof["spam"]),
+            "toxic_hold": hold_tradeoffs(toxic.y, oof["toxic"]),
+        },
     }
     return metrics, thresholds, behaviour
 
@@ -261,7 +275,7 @@ def train(
         lexicon = build_lexicon(*toxic_span_word_counts(data_dir))
         _tick(bar, f"read {len(rows)} rows, {len(lexicon)} lexicon words")
         bundle, oof, heads = fit_heads(rows, config, lexicon, bar)
-        metrics, thresholds, behaviour = validation_summary(oof, heads)
+        metrics, thresholds, behaviour = validation_summary(oof, heads, config)
         hashes = file_hashes(data_dir)
         label_hashes = {str(p): sha256_file(p) for p in label_files}
         created = datetime.now(UTC)

@@ -77,6 +77,10 @@ def test_trained_artifact_records_provenance(small_artifact: Path) -> None:
     assert meta["training_data"]["files"]["sms-spam-collection/SMSSpamCollection"]
     assert meta["training_data"]["rows"]["spam/sms"]["rows"] <= 150
     assert set(meta["thresholds"]) == {"spam_reject", "spam_hold", "toxic_hold"}
+    tradeoffs = meta["threshold_behaviour"]["tradeoffs"]
+    held = [row["clean_held"] for row in tradeoffs["toxic_hold"]]
+    assert held == sorted(held, reverse=True)  # allowing more misses holds fewer clean comments
+    assert meta["config"]["max_miss_rate"] == 0.01 and meta["config"]["reject_precision"] == 0.99
     assert 0.5 < meta["metrics"]["validation"]["spam"]["overall"]["roc_auc"] <= 1.0
     assert meta["files"][MODEL_FILE] and (small_artifact / MODEL_FILE).stat().st_size < 10e6
 
