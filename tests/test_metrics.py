@@ -7,7 +7,6 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import redis as redis_lib
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -88,13 +87,21 @@ def test_api_metrics_count_submissions_by_outcome_time_requests_and_show_queue_d
 
 
 def test_moderator_overturning_an_automatic_decision_is_counted(
-    client: FlaskClient, redis: redis_lib.Redis, worker: object
+    stack_factory: Callable[..., Stack],
 ) -> None:
+    """The model rejects a comment as spam; a moderator publishes it: one overturn."""
+    from workers.pipeline import score_and_decide
+    from workers.runtime import Runtime
+
+    stack = stack_factory()  # no worker: the test decides when the model runs
+    client = stack.client()
     comment_id = client.post("/api/v1/comments", json=SPAM).get_json()["id"]
-    wait_for(lambda: redis.hget(f"mod:c:{comment_id}", "state") == "scored")
-    automatic = redis.hget(f"mod:c:{comment_id}", "queue")
-    if automatic != "spam":
-        pytest.fail(f"blatant spam was not rejected automatically (queue {automatic})")
+    # A reject threshold of 0 makes the model's verdict "spam" whatever this artifact scores.
+    strict = stack.settings.with_overrides(spam_reject_threshold=0.0)
+    assert score_and_decide(Runtime(strict), comment_id) == "decided"
+    assert stack.record(comment_id)["queue"] == "spam"
+    assert stack.record(comment_id)["decided_by"] == "model"
+
     before = scrape(client)
     response = client.post(
         f"/api/v1/moderation/comments/{comment_id}/decision",
@@ -106,6 +113,15 @@ def test_moderator_overturning_an_automatic_decision_is_counted(
     labels = {"from_queue": "spam", "to_queue": "approved"}
     assert grown(before, after, "moderation_overturns_total", **labels) == 1
     assert grown(before, after, "moderation_moderator_decisions_total", previous="model") == 1
+
+    # Moving it again is a moderator changing a moderator's mind: not an overturn of the model.
+    client.post(
+        f"/api/v1/moderation/comments/{comment_id}/decision",
+        json={"action": "reject"},
+        headers=AUTH,
+    )
+    final = scrape(client)
+    assert value(final, "moderation_overturns_total") == value(after, "moderation_overturns_total")
 
 
 def test_worker_serves_scoring_metrics_of_all_its_processes_and_logs_the_request_id(
