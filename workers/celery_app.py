@@ -11,6 +11,10 @@ SWEEP_TASK = "workers.tasks.sweep_unscored"
 WEBHOOK_TASK = "workers.tasks.deliver_webhook"
 PURGE_TASK = "workers.tasks.purge_expired"
 SCORING_QUEUE = "scoring"
+# Scoring batches: up to this many queued comments are scored together (one Redis read, one
+# vectorised model call, one pipelined write), after waiting at most this long for company.
+SCORE_BATCH_SIZE = 64
+SCORE_BATCH_WAIT_SECONDS = 0.005
 WEBHOOK_QUEUE = "webhooks"
 
 
@@ -30,7 +34,9 @@ def create_celery(settings: Settings) -> Celery:
         # A task is acknowledged only after it ran, and redelivered if its worker dies.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        # Batching needs messages in hand: two batches per pool process may be taken (unacked
+        # until decided). A killed worker strands them; the sweep re-enqueues those comments.
+        worker_prefetch_multiplier=2 * SCORE_BATCH_SIZE,
         broker_transport_options={
             # Well above any task's run time, or unacked tasks would run twice needlessly.
             "visibility_timeout": settings.visibility_timeout_seconds,

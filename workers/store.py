@@ -261,6 +261,25 @@ class TransitionResult:
         return self.found and not self.applied
 
 
+@dataclass(frozen=True)
+class Transition:
+    """One state change for transition_many (same meaning as CommentStore.transition's args)."""
+
+    comment: Mapping[str, Any]
+    queue: str
+    allowed_states: tuple[str, ...] | None
+    fields: Mapping[str, Any]
+    audit: Mapping[str, Any] | None = None
+
+
+def _transition_result(reply: Any) -> TransitionResult:
+    code = int(reply[0])
+    if code != 1:
+        return TransitionResult(applied=False, found=code != 0, previous=_s(reply[1]))
+    before = {name: _s(v) for name, v in zip(UNDO_FIELDS, reply[1:], strict=True)}
+    return TransitionResult(applied=True, found=True, previous=before["queue"], before=before)
+
+
 def public_status(queue: str) -> str:
     """Map a moderation queue to the status readers see."""
     return "rejected" if queue == "spam" else queue
@@ -343,6 +362,13 @@ class CommentStore:
             pipe.hgetall(comment_key(comment_id))
         return [decode_record(raw) for raw in pipe.execute() if raw]
 
+    def get_by_ids(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Return the records of ids that exist, by id, read in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for comment_id in ids:
+            pipe.hgetall(comment_key(comment_id))
+        return {i: decode_record(raw) for i, raw in zip(ids, pipe.execute(), strict=True) if raw}
+
     def list_post(
         self, post_id: str, *, after: int | None, limit: int
     ) -> tuple[list[dict[str, Any]], int | None]:
@@ -400,6 +426,30 @@ class CommentStore:
         audit: Mapping[str, Any] | None = None,
     ) -> TransitionResult:
         """Move a comment to a queue and set fields, atomically, if its state allows it."""
+        keys, argv = self._transition_call(comment, queue, allowed_states, fields, label_it, audit)
+        return _transition_result(self._transition(keys=keys, args=argv))
+
+    def transition_many(self, moves: Sequence[Transition]) -> list[TransitionResult]:
+        """Apply many transitions in one round trip; each is atomic and checks state alone."""
+        if not moves:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for move in moves:
+            keys, argv = self._transition_call(
+                move.comment, move.queue, move.allowed_states, move.fields, False, move.audit
+            )
+            self._transition(keys=keys, args=argv, client=pipe)
+        return [_transition_result(reply) for reply in pipe.execute()]
+
+    def _transition_call(
+        self,
+        comment: Mapping[str, Any],
+        queue: str,
+        allowed_states: Iterable[str] | None,
+        fields: Mapping[str, Any],
+        label_it: bool,
+        audit: Mapping[str, Any] | None,
+    ) -> tuple[list[str], list[Any]]:
         if queue not in QUEUES:
             raise ValueError(f"unknown queue {queue!r}")
         comment_id = str(comment["id"])
@@ -416,12 +466,7 @@ class CommentStore:
         ]
         for key, value in values.items():
             argv.extend([key, json.dumps(value) if key in JSON_FIELDS else _field(value)])
-        reply = self._transition(keys=self._comment_keys(comment), args=argv)
-        code = int(reply[0])
-        if code != 1:
-            return TransitionResult(applied=False, found=code != 0, previous=_s(reply[1]))
-        before = {name: _s(v) for name, v in zip(UNDO_FIELDS, reply[1:], strict=True)}
-        return TransitionResult(applied=True, found=True, previous=before["queue"], before=before)
+        return self._comment_keys(comment), argv
 
     def _comment_keys(self, comment: Mapping[str, Any]) -> list[str]:
         comment_id = str(comment["id"])

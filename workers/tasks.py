@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import redis
-from celery import Celery, Task
+from celery import Celery
+from celery_batches import Batches, SimpleRequest
 
-from workers.celery_app import PURGE_TASK, SCORE_TASK, SWEEP_TASK, WEBHOOK_TASK
+from workers.celery_app import (
+    PURGE_TASK,
+    SCORE_BATCH_SIZE,
+    SCORE_BATCH_WAIT_SECONDS,
+    SCORE_TASK,
+    SWEEP_TASK,
+    WEBHOOK_TASK,
+)
 from workers.erasure import purge_expired as purge
 from workers.logs import request_id_bound
 from workers.metrics import SCORING_FAILURES
-from workers.pipeline import hold_after_failure, score_and_decide
+from workers.pipeline import hold_after_failure, score_and_decide, score_and_decide_many
 from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.webhooks import WebhookError, deliver
@@ -23,6 +30,8 @@ log = logging.getLogger(__name__)
 # Redis hiccups are transient: retry with backoff. Anything else is a poison comment.
 TRANSIENT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 POISON_ATTEMPTS = 3
+# How long a batch waits for Redis to come back before leaving its comments to the sweep.
+REDIS_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 _runtimes: dict[int, Runtime] = {}
 
@@ -42,41 +51,17 @@ def register_tasks(app: Celery) -> None:
 
     @app.task(
         name=SCORE_TASK,
-        bind=True,
+        base=Batches,
+        # Messages wait at most SCORE_BATCH_WAIT_SECONDS to be scored together, up to
+        # SCORE_BATCH_SIZE at a time (the prefetch allows two batches in flight per process).
+        flush_every=SCORE_BATCH_SIZE,
+        flush_interval=SCORE_BATCH_WAIT_SECONDS,
         acks_late=True,
-        reject_on_worker_lost=True,
-        autoretry_for=TRANSIENT_ERRORS,
-        retry_backoff=True,
-        retry_backoff_max=60,
-        retry_jitter=True,
-        max_retries=settings.task_max_retries,
     )
-    def score_comment(self: Task[Any, Any], comment_id: str) -> str:
-        """Score and decide one comment by id."""
-        # The intake's request id (a message header) tags every log line of this task.
-        with request_id_bound(str(getattr(self.request, "request_id", None) or "")):
-            return _score_comment(self, comment_id)
-
-    def _score_comment(self: Task[Any, Any], comment_id: str) -> str:
-        runtime = runtime_for(app)
-        try:
-            outcome = score_and_decide(runtime, comment_id)
-        except TRANSIENT_ERRORS:
-            raise
-        except Exception as exc:
-            attempts = runtime.store.bump_attempts(comment_id)
-            log.warning(
-                "scoring failed",
-                extra={"comment_id": comment_id, "attempt": attempts, "error": type(exc).__name__},
-            )
-            if attempts < POISON_ATTEMPTS:
-                SCORING_FAILURES.labels(outcome="retried").inc()
-                raise self.retry(countdown=0.5 * attempts, max_retries=POISON_ATTEMPTS) from None
-            SCORING_FAILURES.labels(outcome="held").inc()
-            outcome = hold_after_failure(runtime, comment_id, "scoring_failed")
-        if outcome == "decided":
-            notify_decision(app, runtime, comment_id)
-        return outcome
+    def score_comment(requests: list[SimpleRequest]) -> dict[str, str]:
+        """Score and decide the comments named by a batch of score_comment(id) messages."""
+        jobs = [_job(request) for request in requests]
+        return score_jobs(app, runtime_for(app), [job for job in jobs if job is not None])
 
     @app.task(name=SWEEP_TASK, acks_late=True, autoretry_for=TRANSIENT_ERRORS, max_retries=3)
     def sweep_unscored() -> int:
@@ -107,6 +92,85 @@ def register_tasks(app: Celery) -> None:
             rejected_days=settings.retention_rejected_days,
             audit_days=settings.retention_audit_days,
         )
+
+
+def _job(request: SimpleRequest) -> tuple[str, str] | None:
+    """Return (comment id, request id) of a score_comment message, or None if malformed."""
+    args = list(request.args or ())
+    comment_id = args[0] if args else (request.kwargs or {}).get("comment_id")
+    if not isinstance(comment_id, str):
+        log.warning("score_comment message without a comment id; dropped")
+        return None
+    headers = request.request_dict or {}
+    return comment_id, str(headers.get("request_id") or "")
+
+
+def score_jobs(app: Celery, runtime: Runtime, jobs: list[tuple[str, str]]) -> dict[str, str]:
+    """Decide a batch of comments; retry the batch while Redis is unreachable."""
+    for delay in (*REDIS_RETRY_DELAYS, None):
+        try:
+            return _score_jobs(app, runtime, jobs)
+        except TRANSIENT_ERRORS as exc:
+            if delay is None:
+                # The messages are acknowledged with the batch; the comments stay listed as
+                # unscored in Redis, and the sweep enqueues them again once it is back.
+                log.error(
+                    "Redis unavailable; batch left for the sweep",
+                    extra={"count": len(jobs), "error": type(exc).__name__},
+                )
+                raise
+            log.warning("Redis unavailable; retrying batch", extra={"delay_s": delay})
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _score_jobs(app: Celery, runtime: Runtime, jobs: list[tuple[str, str]]) -> dict[str, str]:
+    ids = [comment_id for comment_id, _ in jobs]
+    outcomes: dict[str, str]
+    try:
+        outcomes = dict(score_and_decide_many(runtime, ids))
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:
+        # One bad comment must not fail or block the others: decide them one at a time.
+        log.warning(
+            "batch scoring failed; scoring one at a time",
+            extra={"count": len(jobs), "error": type(exc).__name__},
+        )
+        outcomes = {}
+        for comment_id, request_id in dict(jobs).items():
+            with request_id_bound(request_id):
+                outcomes[comment_id] = score_one(app, runtime, comment_id, request_id)
+    for comment_id, outcome in outcomes.items():
+        if outcome == "decided":
+            notify_decision(app, runtime, comment_id)
+    return outcomes
+
+
+def score_one(app: Celery, runtime: Runtime, comment_id: str, request_id: str) -> str:
+    """Decide one comment; a failure is retried later, then held for a moderator."""
+    try:
+        return score_and_decide(runtime, comment_id)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:
+        attempts = runtime.store.bump_attempts(comment_id)
+        log.warning(
+            "scoring failed",
+            extra={"comment_id": comment_id, "attempt": attempts, "error": type(exc).__name__},
+        )
+        if attempts < POISON_ATTEMPTS:
+            SCORING_FAILURES.labels(outcome="retried").inc()
+            # A new message, later (what Task.retry does); this one is acknowledged.
+            app.send_task(
+                SCORE_TASK,
+                args=[comment_id],
+                countdown=0.5 * attempts,
+                headers={"request_id": request_id},
+            )
+            return "retried"
+        SCORING_FAILURES.labels(outcome="held").inc()
+        return hold_after_failure(runtime, comment_id, "scoring_failed")
 
 
 def notify_decision(app: Celery, runtime: Runtime, comment_id: str) -> None:
