@@ -6,7 +6,7 @@ role="${1:-api}"
 case "$role" in
   api)    export HOST="${HOST:-0.0.0.0}"
           exec gunicorn -c python:service.gunicorn_conf "service:create_app()" "$@" ;;
-  worker) exec python -m workers worker --concurrency "${WORKER_CONCURRENCY:-2}" "$@" ;;
+  worker) exec python -m workers worker "$@" ;;  # solo pool: one container per core
   beat)   exec python -m workers beat "$@" ;;
   train)  exec moderation-model "$@" ;;
   *)      exec "$role" "$@" ;;

@@ -61,12 +61,19 @@ def main() -> int:
     worker_env.setdefault("MODERATION_WORKER_METRICS_PORT", "9101")
     for role_env in (api_env, worker_env):
         Path(role_env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True)
+    # The recommended workers: one solo-pool worker process per core (at most two for a local
+    # run), sharing one metrics directory; the first also runs the beat and serves metrics.
+    workers = max(1, min(2, os.cpu_count() or 1))
+    second_env = {k: v for k, v in worker_env.items() if k != "MODERATION_WORKER_METRICS_PORT"}
     children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "workers", "worker", "--concurrency", "2", "--beat"],
-            env=worker_env,
+        subprocess.Popen(  # noqa: S603 - fixed argv
+            [sys.executable, "-m", "workers", "worker", *(["--beat"] if n == 0 else [])],
+            env=worker_env if n == 0 else second_env,
             cwd=ROOT,
-        ),
+        )
+        for n in range(workers)
+    ]
+    children += [
         subprocess.Popen(  # noqa: S603 - fixed argv
             [
                 str(bin_dir / "gunicorn"),

@@ -26,8 +26,18 @@ def main() -> None:
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
-@click.option("--concurrency", "-c", default=2, show_default=True, help="Worker processes.")
-@click.option("--pool", default="prefork", show_default=True)
+@click.option(
+    "--concurrency", "-c", default=1, show_default=True, help="Pool processes (prefork pool)."
+)
+@click.option(
+    "--pool",
+    default="solo",
+    show_default=True,
+    # Scoring is batched and CPU-bound: one solo process per core (start one of these per core)
+    # decides about twice as many comments as prefork, which pays a parent-to-child hand-off
+    # per batch (docs/benchmarks.md, "Sustained decisions").
+    help="Celery pool; the default runs batches in this process: start one worker per core.",
+)
 @click.option("--beat/--no-beat", default=False, help="Also run the periodic sweep in-process.")
 @click.option(
     "--queues",
