@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 # Bump when hashing or the tf-idf transform changes: artifacts record it and refuse to load
 # under different code (their coefficients index the old hash buckets).
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3
 MAX_CHARS = 3000  # only the start of a very long comment is hashed (bounds worst-case latency)
 
 _TOKEN_RE = re.compile(r"\w+")
@@ -221,3 +221,36 @@ class NgramHasher:
             docs.append(doc_of[at])
         cols = [c + self.word_features for c in cols]
         return np.concatenate(docs), np.concatenate(cols), np.concatenate(origin), words
+
+
+def distinct_counts(
+    occ: Occurrences, n_docs: int, width: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Return ``(doc, col, count)`` per distinct n-gram of each text, sorted by text and column.
+
+    Sublinear tf needs these exact counts. For a batch the (text, column) keys are ordered by
+    two stable 16-bit radix passes (O(n)), several times faster than a comparison sort.
+    """
+    if occ.col.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    col_bits = max((width - 1).bit_length(), 16)
+    if n_docs << col_bits <= 1 << 32 and n_docs << (col_bits - 16) <= 1 << 16:
+        # One 32-bit key per occurrence: (text << col_bits) | column; sort its low 16 bits,
+        # then its high 16 bits (both stable), moving only the keys between passes.
+        key = (occ.doc.astype(np.uint32) << np.uint32(col_bits)) | occ.col.astype(np.uint32)
+        key = key[np.argsort(key.astype(np.uint16), kind="stable")]
+        key = key[np.argsort((key >> np.uint32(16)).astype(np.uint16), kind="stable")]
+        doc = (key >> np.uint32(col_bits)).astype(np.int64)
+        col = (key & np.uint32((1 << col_bits) - 1)).astype(np.int64)
+    else:  # big training batches: a comparison sort is fine there
+        order = np.lexsort((occ.col, occ.doc))
+        doc = occ.doc[order]
+        col = occ.col[order]
+    first = np.empty(col.size, dtype=bool)
+    first[0] = True
+    np.not_equal(col[1:], col[:-1], out=first[1:])
+    first[1:] |= doc[1:] != doc[:-1]
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.append(starts, col.size))
+    return doc[starts], col[starts], counts

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -12,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model.errors import ArtifactError
-from model.features import NgramHasher, Occurrences
+from model.features import NgramHasher, Occurrences, distinct_counts
 from model.lexicon import (
     LEXICON_COLUMNS,
     lexicon_row,
@@ -24,6 +23,7 @@ from model.text import normalise, text_signals
 LABELS = ("spam", "toxic")
 _MIN_REASON_WEIGHT = 0.05  # logit units; smaller pushes are noise, not explanations
 _MAX_NGRAM_REASONS = 3
+_BATCH_CHUNK = 4096
 _PLACEHOLDER_RE = re.compile(r"xurlx|xuserx|xdomx")
 _EDGE_PUNCT_RE = re.compile(r"^\W+|\W+$")
 
@@ -80,6 +80,19 @@ class Score:
         }
 
 
+def tfidf_values(
+    doc: NDArray[np.int64],
+    col: NDArray[np.int64],
+    counts: NDArray[np.int64],
+    idf: NDArray[np.float64],
+    n_docs: int,
+) -> NDArray[np.float64]:
+    """Return (1 + ln count) * idf per distinct n-gram, L2-normalised per text."""
+    values = (1.0 + np.log(counts)) * idf[col]
+    norm = np.sqrt(np.bincount(doc, values * values, minlength=n_docs))
+    return np.asarray(values / np.maximum(norm, 1e-12)[doc], dtype=np.float64)
+
+
 class LinearScorer:
     """Linear label heads over hashed tf-idf n-grams plus lexicon columns, with Platt scaling.
 
@@ -103,25 +116,23 @@ class LinearScorer:
             or self.coef.shape[0] != hasher.width + LEXICON_COLUMNS
         ):
             raise ValueError("coefficient or idf width does not match the n-gram hasher")
-        # Per-label coefficient * idf, contiguous, so a batch gathers each once per n-gram.
-        self._tfidf_coef = [
-            np.ascontiguousarray(self.coef[: hasher.width, j] * self.idf)
-            for j in range(len(self.labels))
+        # Per-label coefficient, contiguous, so a batch gathers each once per n-gram.
+        self._ngram_coef = [
+            np.ascontiguousarray(self.coef[: hasher.width, j]) for j in range(len(self.labels))
         ]
-        self._idf_squared = self.idf * self.idf
 
     def margins(self, norms: Sequence[str]) -> NDArray[np.float64]:
         """Return ``(n, labels)`` linear margins of normalised texts."""
         occ = self.hasher.occurrences(norms)
         n = len(norms)
-        squares = np.bincount(occ.doc, self._idf_squared[occ.col], minlength=n)
-        inv_norm = 1.0 / np.maximum(np.sqrt(squares), 1e-12)
+        doc, col, counts = distinct_counts(occ, n, self.hasher.width)
+        values = tfidf_values(doc, col, counts, self.idf, n)
         lex_values = lexicon_values_from_tokens(occ.tokens, occ.token_doc, n, self.lexicon)
         lex = lex_values @ self.coef[self.hasher.width :]
         out = np.empty((n, len(self.labels)))
         for j in range(len(self.labels)):
-            raw = np.bincount(occ.doc, self._tfidf_coef[j][occ.col], minlength=n)
-            out[:, j] = raw * inv_norm + lex[:, j] + self.intercept[j]
+            raw = np.bincount(doc, values * self._ngram_coef[j][col], minlength=n)
+            out[:, j] = raw + lex[:, j] + self.intercept[j]
         return out
 
     def calibrate(self, margins: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -150,7 +161,12 @@ class Classifier:
         """Return ``(spam, toxic)`` probabilities per text (vectorised fast path)."""
         if not texts:
             return []
-        probs = self._scorer.probabilities([normalise(t) for t in texts])
+        norms = [normalise(t) for t in texts]
+        # Chunks small enough for the radix path of distinct_counts.
+        chunk = _BATCH_CHUNK
+        probs = np.vstack(
+            [self._scorer.probabilities(norms[i : i + chunk]) for i in range(0, len(norms), chunk)]
+        )
         return [(float(s), float(t)) for s, t in probs.tolist()]
 
     def score(self, text: str) -> Score:
@@ -158,9 +174,9 @@ class Classifier:
         scorer = self._scorer
         norm = normalise(text)
         occ = scorer.hasher.occurrences([norm], with_labels=True)
-        idf = scorer.idf[occ.col]
-        norm2 = float(idf @ idf)
-        values = idf / math.sqrt(norm2) if norm2 > 0 else idf
+        uniq, inverse, counts = np.unique(occ.col, return_inverse=True, return_counts=True)
+        distinct = tfidf_values(np.zeros_like(uniq), uniq, counts, scorer.idf, 1)
+        values = distinct[inverse] / counts[inverse]  # each occurrence's share of its n-gram
         lex_values = np.array(lexicon_row(norm, scorer.lexicon))
         lex_words = lexicon_words(norm, scorer.lexicon)
         width = scorer.hasher.width

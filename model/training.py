@@ -43,9 +43,9 @@ from model.evaluation import (
     reject_tradeoffs,
     threshold_report,
 )
-from model.features import NgramHasher, TrainConfig
+from model.features import NgramHasher, TrainConfig, distinct_counts
 from model.lexicon import build_lexicon, lexicon_values
-from model.scoring import LinearScorer
+from model.scoring import LinearScorer, tfidf_values
 from model.text import normalise
 
 
@@ -110,9 +110,10 @@ def _source_weight(row: Row, config: TrainConfig) -> float:
 
 def ngram_counts(texts: Sequence[str], hasher: NgramHasher) -> sparse.csr_matrix:
     """Return the n-gram count matrix of normalised texts."""
-    occ = hasher.occurrences(texts)
-    ones = np.ones(occ.col.size, dtype=np.float64)
-    return sparse.csr_matrix((ones, (occ.doc, occ.col)), shape=(len(texts), hasher.width))
+    doc, col, counts = distinct_counts(hasher.occurrences(texts), len(texts), hasher.width)
+    return sparse.csr_matrix(
+        (counts.astype(np.float64), (doc, col)), shape=(len(texts), hasher.width)
+    )
 
 
 def feature_matrix(
@@ -121,13 +122,19 @@ def feature_matrix(
     idf: NDArray[np.float32],
     lexicon: frozenset[str],
 ) -> sparse.csr_matrix:
-    """Return model inputs: count * idf / sqrt(sum of count * idf^2), then lexicon columns.
+    """Return model inputs: L2-normalised (1 + ln count) * idf, then lexicon columns.
 
-    The same transform ``LinearScorer.margins`` computes per n-gram occurrence at scoring time.
+    The same transform ``LinearScorer.margins`` computes at scoring time.
     """
-    idf64 = idf.astype(np.float64)
-    norm = np.sqrt(counts @ (idf64 * idf64))
-    scaled = sparse.diags(1.0 / np.maximum(norm, 1e-12)) @ counts @ sparse.diags(idf64)
+    coo = counts.tocoo()
+    values = tfidf_values(
+        coo.row.astype(np.int64),
+        coo.col.astype(np.int64),
+        coo.data,
+        idf.astype(np.float64),
+        counts.shape[0],
+    )
+    scaled = sparse.csr_matrix((values, (coo.row, coo.col)), shape=counts.shape)
     lex = sparse.csr_matrix(lexicon_values(texts, lexicon))
     return sparse.hstack([scaled, lex], format="csr")
 
