@@ -70,7 +70,10 @@ def install_abuse_protection(app: Flask, settings: Settings) -> Limiter:
         storage_uri=settings.redis_url,
         storage_options={"socket_connect_timeout": 2, "socket_timeout": 2},
         key_prefix=RATE_LIMIT_PREFIX,
-        strategy="moving-window",
+        # Fixed windows: one INCR-and-EXPIRE script per limit, about a third cheaper per request
+        # than moving windows (a sorted-set script each); a client can at most double a limit
+        # across a window boundary, acceptable for spam throttling.
+        strategy="fixed-window",
         headers_enabled=True,
         # If Redis is down the limiter steps aside; storing the comment then fails with 503.
         swallow_errors=True,
