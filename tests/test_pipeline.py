@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis as redis_lib
-from celery.signals import before_task_publish
 from flask.testing import FlaskClient
 
-from tests.conftest import MODERATOR_TOKEN, WorkerProcess, wait_for
-from workers.celery_app import SCORE_TASK, create_celery
+from tests.conftest import MODERATOR_TOKEN, Stack, WorkerProcess, wait_for
+from workers import intake
+from workers.celery_app import SCORE_TASK, SCORING_QUEUE, create_celery, score_task_message
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -156,20 +159,22 @@ def test_email_never_reaches_queue_messages_logs_or_public_responses(
     worker: WorkerProcess,
     settings: Settings,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     email = "secret.person+tag@private-mail.example"
     published: list[str] = []
 
-    def capture(body: object = None, headers: object = None, **_: object) -> None:
-        published.append(json.dumps([body, headers], default=str))
+    def capture(*args: object, **kwargs: object) -> tuple[str, str]:
+        queue, message = score_task_message(*args, **kwargs)  # type: ignore[arg-type]
+        published.append(message + base64.b64decode(json.loads(message)["body"]).decode())
+        return queue, message
 
-    # The exact payload and headers of every message published to the broker.
-    before_task_publish.connect(capture, weak=False)
+    # The exact message (payload and headers) the intake pushes to the broker with a comment.
+    monkeypatch.setattr(intake, "score_task_message", capture)
     comment_id = client.post("/api/v1/comments", json={**CLEAN, "email": email}).get_json()["id"]
     client.post("/api/v1/comments", data={**CLEAN, "email": "bad@@" + email})
     wait_for(lambda: scored(redis, comment_id))
-    before_task_publish.disconnect(capture)
     assert published and any(comment_id in message for message in published)
     responses = [
         client.get(f"/api/v1/comments/{comment_id}").get_data(as_text=True),
@@ -191,3 +196,36 @@ def test_email_never_reaches_queue_messages_logs_or_public_responses(
             "set": lambda k: json.dumps(sorted(redis.smembers(k))),
         }.get(kind, lambda k: "")(key)
         assert "secret.person" not in dump, key
+
+
+def test_the_message_stored_with_a_comment_is_the_one_celery_itself_would_send(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """Intake pushes score_comment(id) in the store's Lua call, in Celery's own message format."""
+    stack = stack_factory()
+    create_celery(stack.settings).send_task(
+        SCORE_TASK, args=["0" * 24], headers={"request_id": "rid-celery"}
+    )
+    response = stack.client().post(
+        "/api/v1/comments", json=CLEAN, headers={"X-Request-ID": "rid-intake"}
+    )
+    comment_id = response.get_json()["id"]
+    ours, celerys = (json.loads(m) for m in stack.redis.lrange(SCORING_QUEUE, 0, -1))
+
+    assert json.loads(base64.b64decode(ours["body"]))[0] == [comment_id]
+    assert ours["headers"]["task"] == SCORE_TASK
+    assert ours["headers"]["request_id"] == "rid-intake"
+
+    def without_ids(message: dict[str, Any]) -> dict[str, Any]:
+        headers = {k: v for k, v in message["headers"].items() if k not in _PER_MESSAGE_HEADERS}
+        properties = {
+            k: v
+            for k, v in message["properties"].items()
+            if k not in ("correlation_id", "delivery_tag", "reply_to")  # per message or app
+        }
+        return {**message, "body": None, "headers": headers, "properties": properties}
+
+    assert without_ids(ours) == without_ids(celerys)
+
+
+_PER_MESSAGE_HEADERS = ("id", "root_id", "argsrepr", "request_id")

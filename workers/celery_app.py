@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import uuid
+
 from celery import Celery
+from kombu.serialization import dumps as serialize
 
 from workers.settings import Settings
 
@@ -57,3 +62,35 @@ def create_celery(settings: Settings) -> Celery:
 
     register_tasks(app)
     return app
+
+
+def score_task_message(app: Celery, comment_id: str, request_id: str) -> tuple[str, str]:
+    """Return (broker list key, message) of score_comment(comment_id), as send_task would push it.
+
+    The headers and body come from Celery's own message code; the envelope is kombu's Redis
+    transport format (a direct exchange publishes with LPUSH to the queue's list). The store
+    pushes it in the same Lua call that stores the comment: one round trip instead of two, and
+    never a stored comment without its message (the sweep still covers a lost one).
+    """
+    task_id = str(uuid.uuid4())
+    headers, properties, body, _ = app.amqp.create_task_message(
+        task_id, SCORE_TASK, [comment_id], {}, reply_to=app.thread_oid
+    )
+    headers["request_id"] = request_id
+    content_type, content_encoding, data = serialize(body, serializer="json")  # type: ignore[no-untyped-call]  # kombu ships no hints
+    raw = data.encode() if isinstance(data, str) else data
+    envelope = {
+        "body": base64.b64encode(raw).decode(),
+        "content-encoding": content_encoding,
+        "content-type": content_type,
+        "headers": headers,
+        "properties": {
+            **properties,
+            "delivery_mode": 2,  # persistent
+            "delivery_info": {"exchange": "", "routing_key": SCORING_QUEUE},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return SCORING_QUEUE, json.dumps(envelope)

@@ -7,13 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
-from kombu.exceptions import OperationalError
 
-from workers.celery_app import SCORE_TASK
-from workers.metrics import ENQUEUE_DEFERRED
+from workers.celery_app import score_task_message
 from workers.privacy import ip_digest
 from workers.runtime import Runtime
-from workers.store import NewComment
+from workers.store import NewComment, new_comment_id
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +46,13 @@ def accept_comment(
     request_id: str = "",
     client_ip: str | None = None,
 ) -> Accepted:
-    """Store the comment (durably, before answering), then enqueue its scoring task."""
+    """Store the comment and its scoring message in one atomic step (before answering)."""
     vault = runtime.vault
     signals: dict[str, Any] = {"honeypot_filled": submission.honeypot_filled}
     if submission.submit_seconds is not None:
         signals["submit_seconds"] = round(submission.submit_seconds, 3)
-    comment_id, _, duplicate_of = runtime.store.add(
+    comment_id = new_comment_id()
+    stored_id, _, duplicate_of = runtime.store.add(
         NewComment(
             post_id=submission.post_id,
             author=submission.author,
@@ -67,17 +66,12 @@ def accept_comment(
             ip_digest=ip_digest(client_ip, runtime.settings.email_hmac_key),
         ),
         duplicate_window=runtime.settings.duplicate_window_seconds,
+        comment_id=comment_id,
+        # The scoring message is pushed by the same Lua call (the broker is the store's Redis).
+        enqueue=score_task_message(celery, comment_id, request_id),
     )
     if duplicate_of is not None:
         return Accepted(
             id=duplicate_of, status="duplicate", enqueued=False, duplicate_of=duplicate_of
         )
-    enqueued = True
-    try:
-        celery.send_task(SCORE_TASK, args=[comment_id], headers={"request_id": request_id})
-    except OperationalError:
-        # The comment is stored and listed as unscored: the sweep will enqueue it later.
-        enqueued = False
-        ENQUEUE_DEFERRED.inc()
-        log.warning("enqueue failed; left for the sweep", extra={"comment_id": comment_id})
-    return Accepted(id=comment_id, status="pending", enqueued=enqueued)
+    return Accepted(id=stored_id, status="pending", enqueued=True)

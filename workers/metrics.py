@@ -52,10 +52,6 @@ SUBMISSIONS = Counter(
     "unavailable, error.",
     ["outcome"],
 )
-ENQUEUE_DEFERRED = Counter(
-    "moderation_enqueue_deferred_total",
-    "Comments stored but not enqueued (broker unreachable); the sweep enqueues them later.",
-)
 
 # -- workers ----------------------------------------------------------------------------------
 

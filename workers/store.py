@@ -226,17 +226,19 @@ end
 return 1
 """
 
-# KEYS: 1 duplicate fingerprint, 2 comment, 3 unscored, 4 author index
-# ARGV: 1 id, 2 created (us), 3 duplicate window (s, 0 = off), 4.. field/value pairs
+# KEYS: 1 duplicate fingerprint, 2 comment, 3 unscored, 4 author index, 5 broker list (or "")
+# ARGV: 1 id, 2 created (us), 3 duplicate window (s, 0 = off), 4 broker message or "",
+#       5.. field/value pairs
 _ADD = """
 if ARGV[3] ~= '0' then
   local existing = redis.call('GET', KEYS[1])
   if existing then return existing end
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[5], ARGV[4]) end
 return ''
 """
 
@@ -296,14 +298,22 @@ class CommentStore:
 
     # intake ---------------------------------------------------------------------------------
 
-    def add(self, new: NewComment, *, duplicate_window: int = 0) -> tuple[str, int, str | None]:
+    def add(
+        self,
+        new: NewComment,
+        *,
+        duplicate_window: int = 0,
+        comment_id: str | None = None,
+        enqueue: tuple[str, str] | None = None,
+    ) -> tuple[str, int, str | None]:
         """Store a new comment as queued for scoring, in one atomic step.
 
+        enqueue is (broker list, message): pushed in the same step, unless it is a duplicate.
         Returns (id, created_us, duplicate_of): when the same author posted the same text on
         the same post within duplicate_window seconds, nothing is stored and duplicate_of
         names the original.
         """
-        comment_id = new_comment_id()
+        comment_id = comment_id or new_comment_id()
         created = now_us()
         record: dict[str, Any] = {
             "id": comment_id,
@@ -325,7 +335,8 @@ class CommentStore:
             "attempts": 0,
         }
         fingerprint = self.fingerprint(record)
-        args: list[Any] = [comment_id, created, max(0, int(duplicate_window))]
+        queue, message = enqueue or ("", "")
+        args: list[Any] = [comment_id, created, max(0, int(duplicate_window)), message]
         for key, value in record.items():
             args.extend([key, value])
         keys = [
@@ -333,6 +344,7 @@ class CommentStore:
             comment_key(comment_id),
             unscored_key(),
             author_key(new.email_digest),
+            queue or unscored_key(),  # an unused key when nothing is enqueued
         ]
         existing = _s(self._add(keys=keys, args=args))
         if existing:
