@@ -84,11 +84,11 @@ def validate_submission(
             "(starting with a letter or digit)."
         )
     if clean.get("email"):
-        problem = _email_problem(clean["email"])
+        normalized, problem = _checked_email(clean["email"])
         if problem is not None:
             errors["email"] = problem
         else:
-            clean["email"] = validate_email(clean["email"], check_deliverability=False).normalized
+            clean["email"] = normalized
     if clean.get("url"):
         problem = _url_problem(clean["url"])
         if problem:
@@ -114,17 +114,17 @@ def _strip_comment(text: str) -> str:
     return text.replace("\r\n", "\n").strip()
 
 
-def _email_problem(email: str) -> str | None:
+def _checked_email(email: str) -> tuple[str, str | None]:
+    """Return the normalised address and None, or the input and a message (one validation)."""
     try:
-        validate_email(email, check_deliverability=False)
+        return validate_email(email, check_deliverability=False).normalized, None
     except EmailNotValidError as exc:
         message = str(exc)
         # Never echo any part of the address back (it would land in logs and pages).
         local, _, domain = email.rpartition("@")
         if any(part and part in message for part in (email, local, domain)):
-            return "Email is not a valid email address."
-        return f"Email is not valid: {message}"
-    return None
+            return email, "Email is not a valid email address."
+        return email, f"Email is not valid: {message}"
 
 
 def _url_problem(url: str) -> str | None:
