@@ -113,10 +113,11 @@ class Stack:
         self.client = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def gunicorn(self, app_spec: str, workers: int = 2) -> str:
+    def gunicorn(self, app_spec: str) -> str:
         """Start gunicorn with the service's settings; return its base URL once it answers."""
         port = free_port()
-        env = {**self.env, "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": str(workers)}
+        env = {**self.env, "HOST": "127.0.0.1", "PORT": str(port)}
+        env.pop("WEB_CONCURRENCY", None)  # the service's default, for ours and the bare app
         proc = subprocess.Popen(  # noqa: S603 - fixed argv
             [
                 str(Path(sys.executable).parent / "gunicorn"),
@@ -331,6 +332,7 @@ def bench_intake(root: Path, repeats: int, seconds: int, connections: int) -> di
         "runs": runs,
         "median": med,
         "ratio_of_ceiling": med["service"]["rps"] / med["bare"]["rps"],
+        "gunicorn_workers": (os.cpu_count() or 1) + 1,  # service/gunicorn_conf.py's default
         "errors_total": sum(r["errors"] for rs in runs.values() for r in rs),
         "service_comments_stored": stored,
     }
@@ -580,7 +582,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             f"### Intake: form-encoded POST /api/v1/comments, wrk, {i['connections']} connections",
             "",
-            f"gunicorn with service/gunicorn_conf.py (2 sync workers) for both; medians of "
+            f"gunicorn with service/gunicorn_conf.py ({i.get('gunicorn_workers', '?')} sync "
+            "workers, the default for this machine) for both; medians of "
             f"{i['repeats']} alternating runs of {i['seconds_per_run']} s; no Celery worker "
             "running (intake only).",
             "",

@@ -7,7 +7,10 @@ the process environment that gunicorn was started with.
 import os
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Sync workers, one more than cores: a request spends part of its time waiting on Redis, and
+# the extra process uses that wait (2 cores: 3 workers, +8% intake vs 2 in one wrk run, within
+# noise; gthread workers measured no better). docs/benchmarks.md has the figures.
+workers = int(os.environ.get("WEB_CONCURRENCY", str((os.cpu_count() or 1) + 1)))
 accesslog = "-"
 # No client address and no headers: access logs must never hold a full IP or a token.
 access_log_format = '%(t)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}o)s'
