@@ -38,13 +38,16 @@ TARGETS = {
 }
 
 # Measured in a fresh interpreter so imports and first load are counted honestly.
+# Peak RSS is VmHWM of the probe process itself: ru_maxrss survives exec on Linux, so it
+# reported this (much larger) benchmark process's peak instead.
 _LOAD_PROBE = """
-import json, sys, time, resource
+import json, re, time
 t0 = time.perf_counter()
 {setup}
 t1 = time.perf_counter()
 {probe}
-rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+status = open("/proc/self/status").read()
+rss_mb = int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) / 1024
 print(json.dumps({{"load_s": t1 - t0, "rss_mb": rss_mb}}))
 """
 OURS_SETUP = (
