@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from model.artifact import load_artifact, read_metadata, verify_artifact
-from model.errors import ArtifactError
+from model.errors import ArtifactError, ArtifactVersionError
 from model.scoring import Classifier
 
 LIVE_FILE = "LIVE"
@@ -122,15 +122,32 @@ class ModelRegistry:
         return version
 
     def ensure_seeded(self, source: Path | None = None) -> str:
-        """Make the bundled default artifact live if nothing is live; return the live version."""
+        """Make the bundled default live if nothing usable is live; return the live version.
+
+        A live version this code can no longer load (an older artifact format or feature code,
+        after an upgrade) is replaced by the bundled default and kept in the history, so
+        workers keep scoring; retrain on moderator labels to get its adjustments back.
+        """
         with self._locked():
             live = self.live_version()
-            if live is not None:
+            if live is not None and not self._outdated(live):
                 return live
             artifact = newest_artifact(source or bundled_artifacts_dir())
             version = self.add_candidate(artifact)
+            if live is not None and live != version:
+                self._write_json(HISTORY_FILE, [*self._history(), live])
             self._write_live(version)
             return version
+
+    def _outdated(self, version: str) -> bool:
+        """Return whether ``version`` was written for other model code than this."""
+        try:
+            verify_artifact(self.version_dir(version))
+        except ArtifactVersionError:
+            return True
+        except ArtifactError:
+            return False  # damaged, not outdated: loading reports it; never hide tampering
+        return False
 
     def promote(self, version: str, *, force: bool = False) -> None:
         """Make ``version`` live, refusing one worse than the live model unless ``force``."""

@@ -158,6 +158,25 @@ def test_seeding_makes_the_bundled_model_live_once(registry: ModelRegistry) -> N
     assert registry.load().version == live
 
 
+def test_seeding_replaces_a_live_version_of_an_older_format(
+    small_artifact: Path, tmp_path: Path
+) -> None:
+    """After an upgrade, a live artifact the code cannot load gives way to the bundled one."""
+    old = _copy(small_artifact, tmp_path)
+    meta = json.loads((old / METADATA_FILE).read_text())
+    meta["format_version"] = 1
+    (old / METADATA_FILE).write_text(json.dumps(meta))
+    registry = ModelRegistry(tmp_path / "upgraded")
+    registry.add_candidate(_copy(small_artifact, tmp_path / "good"))  # adds a loadable copy…
+    shutil.rmtree(registry.version_dir(small_artifact.name))
+    shutil.copytree(old, registry.version_dir(small_artifact.name))  # …then makes it old
+    (registry.root / "LIVE").write_text(small_artifact.name + "\n")
+    live = registry.ensure_seeded()
+    assert live != small_artifact.name
+    assert registry.load().version == live
+    assert json.loads((registry.root / "history.json").read_text()) == [small_artifact.name]
+
+
 def test_promote_refuses_worse_candidate_unless_forced(
     registry: ModelRegistry, small_artifact: Path
 ) -> None:
