@@ -79,7 +79,8 @@ class Occurrences:
     """Every n-gram occurrence of a batch: which text, which column, which word it came from.
 
     ``origin`` indexes ``labels``: the token (or token pair) of a word n-gram, or the
-    whitespace-separated word a character n-gram lies in. Explanations credit weights to them.
+    whitespace-separated word a character n-gram lies in. Explanations credit weights to them;
+    both are empty unless asked for (``with_labels``), which batches skip.
     """
 
     doc: NDArray[np.int64]
@@ -149,7 +150,7 @@ class NgramHasher:
         tokens = list(chain.from_iterable(per_doc))
         token_doc = np.repeat(np.arange(len(per_doc), dtype=np.int64), counts)
         w_doc, w_col, w_origin, grams = self._word_grams(tokens, token_doc, with_labels)
-        c_doc, c_col, c_origin, words = self._char_grams(lowered)
+        c_doc, c_col, c_origin, words = self._char_grams(lowered, with_labels)
         labels: list[str] = []
         if with_labels:
             labels = grams + words
@@ -157,7 +158,7 @@ class NgramHasher:
         return Occurrences(
             np.concatenate([w_doc, c_doc]),
             np.concatenate([w_col, c_col]),
-            np.concatenate([w_origin, c_origin]),
+            np.concatenate([w_origin, c_origin]) if with_labels else np.zeros(0, np.int64),
             labels,
             tokens,
             token_doc,
@@ -192,7 +193,7 @@ class NgramHasher:
         return np.concatenate(docs), np.concatenate(cols), np.concatenate(origin), labels
 
     def _char_grams(
-        self, lowered: list[str]
+        self, lowered: list[str], with_origin: bool = True
     ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], list[str]]:
         per_doc = [t.split() for t in lowered]
         words = list(chain.from_iterable(per_doc))
@@ -217,10 +218,12 @@ class NgramHasher:
                 continue
             at = np.flatnonzero(room[: h.size] >= n)
             cols.append(_bucket(h[at], self.char_features, salt=n))
-            origin.append(word_of[at])
+            if with_origin:  # only explanations need it; batches skip the gather
+                origin.append(word_of[at])
             docs.append(doc_of[at])
         cols = [c + self.word_features for c in cols]
-        return np.concatenate(docs), np.concatenate(cols), np.concatenate(origin), words
+        origins = np.concatenate(origin) if origin else np.zeros(0, dtype=np.int64)
+        return np.concatenate(docs), np.concatenate(cols), origins, words
 
 
 def distinct_counts(
