@@ -264,10 +264,10 @@ DRAIN_CONFIGS = (
     (1, 1, 128, "prefork"),
     (1, 2, 128, "prefork"),
     (1, 1, 128, "solo"),
-    (2, 1, 128, "solo"),  # the recommended setup for 2 cores: one solo process per core
+    (2, 1, 128, "solo"),
 )
-# The recommended workers, used for the end-to-end runs: (processes, pool).
-E2E_WORKERS = (2, "solo")
+# The recommended workers for 2 cores, used for the end-to-end runs: (processes, pool).
+E2E_WORKERS = (1, "solo")
 
 
 def run_wrk(url: str, seconds: int, connections: int) -> dict[str, float]:

@@ -61,17 +61,15 @@ def main() -> int:
     worker_env.setdefault("MODERATION_WORKER_METRICS_PORT", "9101")
     for role_env in (api_env, worker_env):
         Path(role_env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True)
-    # The recommended workers: one solo-pool worker process per core (at most two for a local
-    # run), sharing one metrics directory; the first also runs the beat and serves metrics.
-    workers = max(1, min(2, os.cpu_count() or 1))
-    second_env = {k: v for k, v in worker_env.items() if k != "MODERATION_WORKER_METRICS_PORT"}
+    # The recommended worker for a 2-core host: one solo-pool process (batched scoring; the
+    # other core serves Redis and the API). A second process measured slower on 2 cores
+    # (docs/benchmarks.md); add processes when there are more cores or hosts.
     children = [
-        subprocess.Popen(  # noqa: S603 - fixed argv
-            [sys.executable, "-m", "workers", "worker", *(["--beat"] if n == 0 else [])],
-            env=worker_env if n == 0 else second_env,
+        subprocess.Popen(
+            [sys.executable, "-m", "workers", "worker", "--beat"],
+            env=worker_env,
             cwd=ROOT,
         )
-        for n in range(workers)
     ]
     children += [
         subprocess.Popen(  # noqa: S603 - fixed argv

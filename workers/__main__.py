@@ -33,10 +33,10 @@ def main() -> None:
     "--pool",
     default="solo",
     show_default=True,
-    # Scoring is batched and CPU-bound: one solo process per core (start one of these per core)
-    # decides about twice as many comments as prefork, which pays a parent-to-child hand-off
-    # per batch (docs/benchmarks.md, "Sustained decisions").
-    help="Celery pool; the default runs batches in this process: start one worker per core.",
+    # Scoring is batched: a solo process runs each batch itself and decided about twice as many
+    # comments as prefork, which pays a parent-to-child hand-off per batch (docs/benchmarks.md,
+    # "Sustained decisions"). One per 2-core host; add processes for more cores.
+    help="Celery pool; the default runs batches in this process.",
 )
 @click.option("--beat/--no-beat", default=False, help="Also run the periodic sweep in-process.")
 @click.option(
