@@ -267,7 +267,7 @@ DRAIN_CONFIGS = (
     (2, 1, 128, "solo"),
 )
 # The recommended workers for 2 cores, used for the end-to-end runs: (processes, pool).
-E2E_WORKERS = (1, "solo")
+E2E_WORKERS = (2, "solo")
 
 
 def run_wrk(url: str, seconds: int, connections: int) -> dict[str, float]:

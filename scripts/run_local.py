@@ -61,15 +61,20 @@ def main() -> int:
     worker_env.setdefault("MODERATION_WORKER_METRICS_PORT", "9101")
     for role_env in (api_env, worker_env):
         Path(role_env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True)
-    # The recommended worker for a 2-core host: one solo-pool process (batched scoring; the
-    # other core serves Redis and the API). A second process measured slower on 2 cores
-    # (docs/benchmarks.md); add processes when there are more cores or hosts.
+    # The recommended workers for a 2-core host: two solo-pool processes, one per core
+    # (batched scoring; docs/benchmarks.md). The first also runs beat and serves metrics.
+    plain_env = {k: v for k, v in worker_env.items() if k != "MODERATION_WORKER_METRICS_PORT"}
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "workers", "worker", "--beat"],
             env=worker_env,
             cwd=ROOT,
-        )
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "workers", "worker"],
+            env=plain_env,
+            cwd=ROOT,
+        ),
     ]
     children += [
         subprocess.Popen(  # noqa: S603 - fixed argv
