@@ -25,7 +25,6 @@ from workers.privacy import PUBLIC_FIELDS
 from workers.store import is_comment_id
 
 bp = Blueprint("comments", __name__, url_prefix="/api/v1")
-demo_bp_name = "demo"
 
 FORM_TOKEN_MAX_AGE = 24 * 3600
 
@@ -202,7 +201,7 @@ def list_post(post_id: str) -> Response:
         return problem(400, "Bad Request", "Invalid query.", errors=errors)
     records, next_cursor = services().runtime.store.list_post(
         post_id,
-        after=cursor if isinstance(cursor, int) and cursor is not True else None,
+        after=cursor if isinstance(cursor, int) else None,
         limit=limit or 1,
     )
     return _json(

@@ -387,25 +387,9 @@ class CommentStore:
         """Return approved comments of a post, oldest first, and the next cursor."""
         low = f"({after}" if after is not None else "-inf"
         ids = self.redis.zrangebyscore(post_key(post_id), low, "+inf", start=0, num=limit + 1)
-        return self._page([_s(i) for i in ids], limit, newest_first=False)
+        return self._page([_s(i) for i in ids], limit)
 
-    def list_queue(
-        self, queue: str, *, before: int | None, limit: int, newest_first: bool = True
-    ) -> tuple[list[dict[str, Any]], int | None]:
-        """Return a moderation queue page; the cursor is a creation time, stable under inserts."""
-        if newest_first:
-            high = f"({before}" if before is not None else "+inf"
-            ids = self.redis.zrevrangebyscore(
-                queue_key(queue), high, "-inf", start=0, num=limit + 1
-            )
-        else:
-            low = f"({before}" if before is not None else "-inf"
-            ids = self.redis.zrangebyscore(queue_key(queue), low, "+inf", start=0, num=limit + 1)
-        return self._page([_s(i) for i in ids], limit, newest_first=newest_first)
-
-    def _page(
-        self, ids: list[str], limit: int, *, newest_first: bool
-    ) -> tuple[list[dict[str, Any]], int | None]:
+    def _page(self, ids: list[str], limit: int) -> tuple[list[dict[str, Any]], int | None]:
         records = self.get_many(ids[:limit])
         cursor = records[-1]["created_us"] if len(ids) > limit and records else None
         return records, cursor
