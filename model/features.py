@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 # Bump when hashing or the tf-idf transform changes: artifacts record it and refuse to load
 # under different code (their coefficients index the old hash buckets).
-FEATURES_VERSION = 3
+FEATURES_VERSION = 4
 MAX_CHARS = 3000  # only the start of a very long comment is hashed (bounds worst-case latency)
 
 _TOKEN_RE = re.compile(r"\w+")
@@ -32,16 +32,20 @@ _MIX = np.uint64(0xBF58476D1CE4E5B9)
 # hold-out, per-source CV): sets whose label definition or domain differs from "toxic comment"
 # (HatEval counts insults as not-hate, Stormfront is forum sentences, Davidson is 80% offensive
 # slang) help a little at low weight and hurt at full weight. See docs/model.md.
+# Spam: YouTube comments are the closest domain to ours, so they count 5x; discussion-set ham
+# ("comment_ham": clean news comments and tweets) keeps on-topic debate from scoring as spam,
+# but at full weight it teaches that off-topic rants are fine, which YouTube labels spam.
+# Chosen on the YouTube leave-one-video-out protocol (0.981 → 0.990) with SMS 5-fold unchanged.
 DEFAULT_SOURCE_WEIGHTS: dict[str, float] = {
-    "youtube": 1.0,
+    "youtube": 5.0,
     "sms": 1.0,
     "instagram": 0.5,
-    "comment_ham": 0.3,
+    "comment_ham": 0.1,
     "olid": 1.0,
     "jigsaw": 1.0,
     "kaggle_insults": 0.3,
     "stormfront": 0.3,
-    "davidson": 0.1,
+    "davidson": 0.3,  # 0.1 → 0.3: Davidson 5-fold 0.953 → 0.973, OLID-train hold-out unchanged
     "tweeteval_hate": 0.1,
     "toxic_spans": 0.0,
 }
@@ -56,13 +60,14 @@ class TrainConfig:
     word_features: int = 2**18
     char_features: int = 2**18
     word_ngrams: tuple[int, int] = (1, 2)
-    char_ngrams: tuple[int, int] = (2, 5)
-    c_spam: float = 4.0
+    char_ngrams: tuple[int, int] = (3, 5)  # 2-grams cost ~20% of batch time for no gain
+    c_spam: float = 8.0
     c_toxic: float = 2.0
     calibration_folds: int = 3
     random_state: int = 20251127
     moderator_weight: float = MODERATOR_WEIGHT
     source_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SOURCE_WEIGHTS))
+    shape_heads: tuple[str, ...] = ("spam",)  # heads that use the text-shape columns
     max_rows_per_source: int | None = None  # for quick tests; None = use everything
     # Threshold goals: auto-reject spam only where out-of-fold precision is at least this…
     reject_precision: float = 0.99
@@ -118,7 +123,7 @@ class NgramHasher:
         word_features: int = 2**18,
         char_features: int = 2**18,
         word_ngrams: tuple[int, int] = (1, 2),
-        char_ngrams: tuple[int, int] = (2, 5),
+        char_ngrams: tuple[int, int] = (3, 5),
     ) -> None:
         for n in (word_features, char_features):
             if n <= 0 or n & (n - 1):

@@ -18,11 +18,13 @@ from model.lexicon import (
     lexicon_values_from_tokens,
     lexicon_words,
 )
+from model.shape import SHAPE_COLUMNS, shape_row, shape_values
 from model.text import normalise, text_signals
 
 LABELS = ("spam", "toxic")
 _MIN_REASON_WEIGHT = 0.05  # logit units; smaller pushes are noise, not explanations
 _MAX_NGRAM_REASONS = 3
+_MIN_SHAPE_REASON_WEIGHT = 0.5  # the shape columns move most scores a little; report big pushes
 _BATCH_CHUNK = 4096
 _PLACEHOLDER_RE = re.compile(r"xurlx|xuserx|xdomx")
 _EDGE_PUNCT_RE = re.compile(r"^\W+|\W+$")
@@ -94,7 +96,8 @@ def tfidf_values(
 
 
 class LinearScorer:
-    """Linear label heads over hashed tf-idf n-grams plus lexicon columns, with Platt scaling.
+    """Linear label heads over hashed tf-idf n-grams plus lexicon and shape columns, with
+    Platt scaling.
 
     Holds only numpy arrays (from the artifact), so scoring needs neither scikit-learn nor scipy.
     """
@@ -107,13 +110,13 @@ class LinearScorer:
         self.idf = np.asarray(bundle["idf"], dtype=np.float64)
         self.lexicon = frozenset(str(w) for w in bundle["lexicon"])
         coef = [np.asarray(bundle[f"{label}_coef"], dtype=np.float64) for label in self.labels]
-        self.coef = np.column_stack(coef)  # (width + lexicon columns, labels)
+        self.coef = np.column_stack(coef)  # (width + lexicon + shape columns, labels)
         self.intercept = np.array([float(bundle[f"{lb}_intercept"][0]) for lb in self.labels])
         cal = np.array([np.asarray(bundle[f"{lb}_calibration"], float) for lb in self.labels])
         self.cal_a, self.cal_b = cal[:, 0], cal[:, 1]
         if (
             self.idf.shape != (hasher.width,)
-            or self.coef.shape[0] != hasher.width + LEXICON_COLUMNS
+            or self.coef.shape[0] != hasher.width + LEXICON_COLUMNS + SHAPE_COLUMNS
         ):
             raise ValueError("coefficient or idf width does not match the n-gram hasher")
         # Per-label coefficient, contiguous, so a batch gathers each once per n-gram.
@@ -128,11 +131,11 @@ class LinearScorer:
         doc, col, counts = distinct_counts(occ, n, self.hasher.width)
         values = tfidf_values(doc, col, counts, self.idf, n)
         lex_values = lexicon_values_from_tokens(occ.tokens, occ.token_doc, n, self.lexicon)
-        lex = lex_values @ self.coef[self.hasher.width :]
+        dense = np.hstack([lex_values, shape_values(norms)]) @ self.coef[self.hasher.width :]
         out = np.empty((n, len(self.labels)))
         for j in range(len(self.labels)):
             raw = np.bincount(doc, values * self._ngram_coef[j][col], minlength=n)
-            out[:, j] = raw + lex[:, j] + self.intercept[j]
+            out[:, j] = raw + dense[:, j] + self.intercept[j]
         return out
 
     def calibrate(self, margins: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -179,15 +182,21 @@ class Classifier:
         values = distinct[inverse] / counts[inverse]  # each occurrence's share of its n-gram
         lex_values = np.array(lexicon_row(norm, scorer.lexicon))
         lex_words = lexicon_words(norm, scorer.lexicon)
+        shape = shape_row(norm)
         width = scorer.hasher.width
-        margins = values @ scorer.coef[occ.col] + lex_values @ scorer.coef[width:]
+        lex_coef = scorer.coef[width : width + LEXICON_COLUMNS]
+        shape_coef = scorer.coef[width + LEXICON_COLUMNS :]
+        margins = values @ scorer.coef[occ.col] + lex_values @ lex_coef + shape @ shape_coef
         probs = scorer.calibrate(margins + scorer.intercept)
         reasons: list[Reason] = []
         for j, label in enumerate(scorer.labels):
             if probs[j] >= 0.2:
                 contrib = values * scorer.coef[occ.col, j]
-                lex_contrib = float(lex_values @ scorer.coef[width:, j])
+                lex_contrib = float(lex_values @ lex_coef[:, j])
                 reasons.extend(_ngram_reasons(label, contrib, occ, lex_words, lex_contrib))
+                shape_contrib = float(np.dot(shape, shape_coef[:, j]))
+                if shape_contrib >= _MIN_SHAPE_REASON_WEIGHT:
+                    reasons.append(_shape_reason(label, shape, shape_contrib))
         reasons.extend(_signal_reasons(text))
         return Score(
             spam=float(probs[0]),
@@ -223,12 +232,25 @@ def _ngram_reasons(
             continue  # link domains are reported as a signal reason instead
         if _PLACEHOLDER_RE.search(gram):
             kind = "link" if "xurlx" in gram else "mention"
-            reasons.append(Reason(kind, label, f"contains a {kind}", round(weight, 3)))
+            if all(r.code != kind for r in reasons):  # "xurlx" and "xurlx word" alike
+                reasons.append(Reason(kind, label, f"contains a {kind}", round(weight, 3)))
             continue
         reasons.append(
             Reason("ngram", label, f'"{gram}" raises the {label} score', round(weight, 3))
         )
     return reasons
+
+
+def _shape_reason(label: str, shape: tuple[float, ...], weight: float) -> Reason:
+    """Describe the text shape (length, links, handles) that raised a score."""
+    _, links, short, long, mentions = shape
+    parts = ["a short comment" if short else "a long comment" if long else "a comment"]
+    if links:
+        parts.append("with links" if links > 1 / 3 else "with a link")
+    if mentions:
+        parts.append("naming accounts" if mentions > 1 / 3 else "naming an account")
+    message = f"{' '.join(parts)}: this shape raises the {label} score"
+    return Reason("text_shape", label, message, round(weight, 3))
 
 
 def _signal_reasons(text: str) -> list[Reason]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from dataclasses import dataclass
 
 # Bump when normalise() changes: artifacts record it and refuse to load under different code.
-NORMALISER_VERSION = 1
+NORMALISER_VERSION = 2
 
 _URL_RE = re.compile(
     r"(?:https?://|www\.)[^\s<>\"']+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|ly|co|info|biz|io|me|us|uk|tk|ru)\b(?:/[^\s<>\"']*)?",
@@ -23,6 +24,9 @@ _URL_PLACEHOLDER_RE = re.compile(r"\bURL\b")
 _MENTION_RE = re.compile(r"@\w+")
 _INVISIBLE_RE = re.compile("[\ufeff\u200b\u200c\u200d\u2060]")
 _REPEAT_RE = re.compile(r"(.)\1{3,}")
+# Markup: keep a link's target (it is what a spammer is promoting), drop every other tag.
+_HREF_RE = re.compile(r"""<a\s[^>]*?href\s*=\s*["']?([^"'\s>]+)[^>]*>""", re.IGNORECASE)
+_TAG_RE = re.compile(r"</?[a-z][^<>]{0,200}>", re.IGNORECASE)
 
 
 def normalise(text: str) -> str:
@@ -35,6 +39,10 @@ def normalise(text: str) -> str:
     # The cheap membership tests skip regexes that cannot match (most comments have no link).
     if "&" in text:
         text = html.unescape(html.unescape(text))
+    if not text.isascii() and not unicodedata.is_normalized("NFKC", text):
+        text = unicodedata.normalize("NFKC", text)  # fullwidth and styled letters → plain
+    if "<" in text:
+        text = _TAG_RE.sub(" ", _HREF_RE.sub(r" \1 ", text))
     text = _INVISIBLE_RE.sub("", text)
     if "URL" in text:
         text = _URL_PLACEHOLDER_RE.sub(" xurlx ", text)

@@ -46,6 +46,7 @@ from model.evaluation import (
 from model.features import NgramHasher, TrainConfig, distinct_counts
 from model.lexicon import build_lexicon, lexicon_values
 from model.scoring import LinearScorer, tfidf_values
+from model.shape import SHAPE_COLUMNS, shape_values
 from model.text import normalise
 
 
@@ -122,7 +123,7 @@ def feature_matrix(
     idf: NDArray[np.float32],
     lexicon: frozenset[str],
 ) -> sparse.csr_matrix:
-    """Return model inputs: L2-normalised (1 + ln count) * idf, then lexicon columns.
+    """Return model inputs: L2-normalised (1 + ln count) * idf, lexicon then shape columns.
 
     The same transform ``LinearScorer.margins`` computes at scoring time.
     """
@@ -136,7 +137,8 @@ def feature_matrix(
     )
     scaled = sparse.csr_matrix((values, (coo.row, coo.col)), shape=counts.shape)
     lex = sparse.csr_matrix(lexicon_values(texts, lexicon))
-    return sparse.hstack([scaled, lex], format="csr")
+    shape = sparse.csr_matrix(shape_values(texts))
+    return sparse.hstack([scaled, lex, shape], format="csr")
 
 
 def fit_heads(
@@ -174,6 +176,10 @@ def fit_heads(
     for label, head in heads.items():
         c = config.c_spam if label == "spam" else config.c_toxic
         xh = x[head.index]
+        if label not in config.shape_heads:  # all-zero columns get zero weights
+            keep = np.ones(x.shape[1])
+            keep[-SHAPE_COLUMNS:] = 0.0
+            xh = (xh @ sparse.diags(keep)).tocsr()
         margins = _out_of_fold_margins(xh, head, c, config)
         _tick(progress, f"{label} validation folds")
         calibrator = LogisticRegression(C=1e4)

@@ -121,6 +121,32 @@ def test_normalise_unifies_source_conventions() -> None:
     )
 
 
+def test_normalise_strips_markup_and_styled_letters() -> None:
+    """Tags go but a link's target stays; fullwidth and styled letters become plain ones."""
+    text = '<a href="http://www.youtube.com/watch?v=x&amp;t=2m19s">2:19</a> best part<br />ok'
+    assert normalise(text) == "xurlx xdomxyoutubecom 2:19 best part ok"
+    assert normalise("\uff48\uff54\uff54\uff50://\uff45\uff42\uff41\uff59.com") == (
+        "xurlx xdomxebaycom"
+    )
+    assert normalise("\U0001d41f\U0001d42b\U0001d41e\U0001d41e money") == "free money"
+    assert normalise("a < b and c > d") == "a < b and c > d"  # not markup: left alone
+
+
+def test_text_shape_raises_spam_only(classifier: Classifier) -> None:
+    """A short comment with a link is a spam shape: it is named as a reason, and the
+    shape columns carry no weight on the toxic head."""
+    from model.lexicon import LEXICON_COLUMNS
+
+    score = classifier.score("Nice song .See my new track www.beatz4u.tk")
+    shape = [r for r in score.reasons if r.code == "text_shape"]
+    assert [r.label for r in shape] == ["spam"]
+    assert "with a link" in shape[0].message
+    assert sum(r.code == "link" for r in score.reasons) <= 1  # one link reason, not one per gram
+    scorer = classifier._scorer
+    toxic = scorer.labels.index("toxic")
+    assert not scorer.coef[scorer.hasher.width + LEXICON_COLUMNS :, toxic].any()
+
+
 def test_text_signals_measure_links_and_capitals() -> None:
     signals = text_signals("VISIT http://a.com AND www.b.org NOW")
     assert signals.links == 2
