@@ -91,13 +91,14 @@ def run_split(
     train = [r for r in train if config.source_weights.get(r.source, 0.0) > 0]
     bundle, oof, heads = fit_heads(train, config, lexicon)
     head = heads[label]
+    # As in training: goals over the out-of-fold pool weighted like the training rows.
     if label == SPAM:
         thresholds = {
-            "reject": reject_threshold(head.y, oof[label]),
-            "hold": hold_threshold(head.y, oof[label]),
+            "reject": reject_threshold(head.y, oof[label], weight=head.weight),
+            "hold": hold_threshold(head.y, oof[label], weight=head.weight),
         }
     else:
-        thresholds = {"hold": hold_threshold(head.y, oof[label])}
+        thresholds = {"hold": hold_threshold(head.y, oof[label], weight=head.weight)}
     y = np.array([r.target for r in test_rows], dtype=np.int_)
     p = predict_label(bundle, label, [r.text for r in test_rows], config)
     base = profanity_check([r.text for r in test_rows]) if baseline else np.zeros(0)

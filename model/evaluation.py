@@ -49,17 +49,21 @@ def best_f1_threshold(y: NDArray[np.int_], p: NDArray[np.float64]) -> float:
 
 
 def reject_threshold(
-    y: NDArray[np.int_], p: NDArray[np.float64], precision: float = REJECT_PRECISION
+    y: NDArray[np.int_],
+    p: NDArray[np.float64],
+    precision: float = REJECT_PRECISION,
+    weight: NDArray[np.float64] | None = None,
 ) -> float:
-    """Return the lowest score whose auto-rejections (and every stricter cut) meet ``precision``.
+    """Return the lowest score whose auto-rejections (and every stricter cut) meet ``precision``
+    (weighted by ``weight``, e.g. training source weights, if given).
 
     Returns 1.0 (never auto-reject) if no cut with enough rejections is precise enough.
     """
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
     order = np.argsort(-p, kind="stable")
-    ys, ps = y[order], p[order]
-    hits = np.cumsum(ys)
+    ys, ps, ws = y[order], p[order], w[order]
+    prec = np.cumsum(ys * ws) / np.maximum(np.cumsum(ws), 1e-12)
     taken = np.arange(1, len(ys) + 1)
-    prec = hits / taken
     best = 1.0
     for i in range(len(ys)):
         if i + 1 < len(ys) and ps[i + 1] == ps[i]:
@@ -72,27 +76,42 @@ def reject_threshold(
 
 
 def hold_threshold(
-    y: NDArray[np.int_], p: NDArray[np.float64], recall: float = HOLD_RECALL
+    y: NDArray[np.int_],
+    p: NDArray[np.float64],
+    recall: float = HOLD_RECALL,
+    weight: NDArray[np.float64] | None = None,
 ) -> float:
-    """Return the highest score below which at most ``1 - recall`` of positives fall."""
-    positives = np.sort(p[y == 1])
-    if positives.size == 0:
+    """Return the highest score below which at most ``1 - recall`` of positives fall
+    (as a share of their total ``weight``, if given)."""
+    pos = np.flatnonzero(y == 1)
+    if pos.size == 0:
         return 0.0
-    k = int(np.floor((1.0 - recall) * positives.size))
-    return float(positives[k])
+    order = pos[np.argsort(p[pos], kind="stable")]
+    w = np.ones(pos.size) if weight is None else np.asarray(weight, np.float64)[order]
+    cumulative = np.cumsum(w)
+    # How many of the lowest-scored positives fit in the allowed (weighted) miss budget.
+    k = int(np.searchsorted(cumulative, (1.0 - recall) * cumulative[-1] * (1 + 1e-12), "right"))
+    return float(p[order][min(k, pos.size - 1)])
 
 
 def threshold_report(
-    y: NDArray[np.int_], p: NDArray[np.float64], threshold: float
+    y: NDArray[np.int_],
+    p: NDArray[np.float64],
+    threshold: float,
+    weight: NDArray[np.float64] | None = None,
 ) -> dict[str, float]:
-    """Return precision, recall and flag rate of ``p >= threshold``."""
+    """Return precision, recall and flag rate of ``p >= threshold`` (weighted, if given)."""
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
     flagged = p >= threshold
-    tp = float(np.sum(flagged & (y == 1)))
+    pos = y == 1
+    tp = float(np.sum(w[flagged & pos]))
     return {
         "threshold": threshold,
-        "precision": tp / max(float(np.sum(flagged)), 1.0),
-        "recall": tp / max(float(np.sum(y == 1)), 1.0),
-        "flag_rate_clean": float(np.mean(flagged[y == 0])) if np.any(y == 0) else float("nan"),
+        "precision": tp / max(float(np.sum(w[flagged])), 1e-12) if flagged.any() else 0.0,
+        "recall": tp / max(float(np.sum(w[pos])), 1e-12),
+        "flag_rate_clean": (
+            float(np.sum(w[flagged & ~pos]) / np.sum(w[~pos])) if np.any(~pos) else float("nan")
+        ),
     }
 
 
@@ -101,12 +120,14 @@ TRADEOFF_MISS_RATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 TRADEOFF_PRECISIONS = (0.95, 0.98, 0.99, 0.995)
 
 
-def hold_tradeoffs(y: NDArray[np.int_], p: NDArray[np.float64]) -> list[dict[str, float]]:
+def hold_tradeoffs(
+    y: NDArray[np.int_], p: NDArray[np.float64], weight: NDArray[np.float64] | None = None
+) -> list[dict[str, float]]:
     """Return, per allowed miss rate, the hold threshold and the share of clean rows it holds."""
     out = []
     for miss in TRADEOFF_MISS_RATES:
-        cut = hold_threshold(y, p, 1.0 - miss)
-        report = threshold_report(y, p, cut)
+        cut = hold_threshold(y, p, 1.0 - miss, weight)
+        report = threshold_report(y, p, cut, weight)
         out.append(
             {
                 "max_miss_rate": miss,
@@ -118,12 +139,14 @@ def hold_tradeoffs(y: NDArray[np.int_], p: NDArray[np.float64]) -> list[dict[str
     return out
 
 
-def reject_tradeoffs(y: NDArray[np.int_], p: NDArray[np.float64]) -> list[dict[str, float]]:
+def reject_tradeoffs(
+    y: NDArray[np.int_], p: NDArray[np.float64], weight: NDArray[np.float64] | None = None
+) -> list[dict[str, float]]:
     """Return, per precision goal, the auto-reject threshold and the share of spam it rejects."""
     out = []
     for precision in TRADEOFF_PRECISIONS:
-        cut = reject_threshold(y, p, precision)
-        report = threshold_report(y, p, cut)
+        cut = reject_threshold(y, p, precision, weight)
+        report = threshold_report(y, p, cut, weight)
         out.append(
             {
                 "min_precision": precision,

@@ -34,13 +34,15 @@ _MIX = np.uint64(0xBF58476D1CE4E5B9)
 # slang) help a little at low weight and hurt at full weight. See docs/model.md.
 # Spam: YouTube comments are the closest domain to ours, so they count 5x; discussion-set ham
 # ("comment_ham": clean news comments and tweets) keeps on-topic debate from scoring as spam,
-# but at full weight it teaches that off-topic rants are fine, which YouTube labels spam.
-# Chosen on the YouTube leave-one-video-out protocol (0.981 → 0.990) with SMS 5-fold unchanged.
+# but it also teaches that off-topic rants are fine, which YouTube labels spam. Chosen on the
+# YouTube leave-one-video-out protocol (no separate hold-out; see docs/model.md): comment ham
+# at 0.1 / 0.2 / 0.3 gave LOVO 0.9904 / 0.9900 / 0.9897 and held 39 / 32 / 26 % of comment
+# ham at the 1 % miss goal; 0.2 is the compromise. SMS 5-fold stayed at 0.991-0.992.
 DEFAULT_SOURCE_WEIGHTS: dict[str, float] = {
     "youtube": 5.0,
     "sms": 1.0,
     "instagram": 0.5,
-    "comment_ham": 0.1,
+    "comment_ham": 0.2,
     "olid": 1.0,
     "jigsaw": 1.0,
     "kaggle_insults": 0.3,

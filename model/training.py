@@ -253,22 +253,43 @@ def validation_summary(
             "by_source": per_group_metrics(head.y, oof[label], [r.source for r in head.rows]),
         }
     spam, toxic = heads["spam"], heads["toxic"]
+    # Goals hold over the pool weighted as in training: the weights say how much each source
+    # resembles this site's comments (Instagram's partly heuristic labels count half).
+    ws, wt = spam.weight, toxic.weight
     thresholds = {
-        "spam_reject": reject_threshold(spam.y, oof["spam"], config.reject_precision),
-        "spam_hold": hold_threshold(spam.y, oof["spam"], recall),
-        "toxic_hold": hold_threshold(toxic.y, oof["toxic"], recall),
+        "spam_reject": reject_threshold(spam.y, oof["spam"], config.reject_precision, ws),
+        "spam_hold": hold_threshold(spam.y, oof["spam"], recall, ws),
+        "toxic_hold": hold_threshold(toxic.y, oof["toxic"], recall, wt),
     }
     behaviour = {
-        "spam_reject": threshold_report(spam.y, oof["spam"], thresholds["spam_reject"]),
-        "spam_hold": threshold_report(spam.y, oof["spam"], thresholds["spam_hold"]),
-        "toxic_hold": threshold_report(toxic.y, oof["toxic"], thresholds["toxic_hold"]),
+        "spam_reject": threshold_report(spam.y, oof["spam"], thresholds["spam_reject"], ws),
+        "spam_hold": threshold_report(spam.y, oof["spam"], thresholds["spam_hold"], ws),
+        "toxic_hold": threshold_report(toxic.y, oof["toxic"], thresholds["toxic_hold"], wt),
+        "by_source": {
+            label: _held_by_source(head, oof[label], thresholds[f"{label}_hold"])
+            for label, head in (("spam", spam), ("toxic", toxic))
+        },
         "tradeoffs": {
-            "spam_reject": reject_tradeoffs(spam.y, oof["spam"]),
-            "spam_hold": hold_tradeoffs(spam.y, oof["spam"]),
-            "toxic_hold": hold_tradeoffs(toxic.y, oof["toxic"]),
+            "spam_reject": reject_tradeoffs(spam.y, oof["spam"], ws),
+            "spam_hold": hold_tradeoffs(spam.y, oof["spam"], ws),
+            "toxic_hold": hold_tradeoffs(toxic.y, oof["toxic"], wt),
         },
     }
     return metrics, thresholds, behaviour
+
+
+def _held_by_source(head: _Head, p: NDArray[np.float64], cut: float) -> dict[str, Any]:
+    """Per source: the share of clean rows held and of positives let through at ``cut``."""
+    sources = np.array([r.source for r in head.rows])
+    out: dict[str, Any] = {}
+    for source in sorted(set(sources.tolist())):
+        mine = sources == source
+        clean, positive = mine & (head.y == 0), mine & (head.y == 1)
+        out[source] = {
+            "clean_held": float(np.mean(p[clean] >= cut)) if clean.any() else None,
+            "miss_rate": float(np.mean(p[positive] < cut)) if positive.any() else None,
+        }
+    return out
 
 
 def train(
