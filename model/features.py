@@ -238,29 +238,26 @@ def distinct_counts(
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
     """Return ``(doc, col, count)`` per distinct n-gram of each text, sorted by text and column.
 
-    Sublinear tf needs these exact counts. For a batch the (text, column) keys are ordered by
-    two stable 16-bit radix passes (O(n)), several times faster than a comparison sort.
+    Sublinear tf needs these exact counts. Each occurrence becomes one integer key
+    ``(text << col_bits) | column``; numpy sorts 32-bit keys with its SIMD sort (5x faster here
+    than two stable 16-bit radix passes), and equal neighbours are the repeats.
     """
     if occ.col.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty
-    col_bits = max((width - 1).bit_length(), 16)
-    if n_docs << col_bits <= 1 << 32 and n_docs << (col_bits - 16) <= 1 << 16:
-        # One 32-bit key per occurrence: (text << col_bits) | column; sort its low 16 bits,
-        # then its high 16 bits (both stable), moving only the keys between passes.
-        key = (occ.doc.astype(np.uint32) << np.uint32(col_bits)) | occ.col.astype(np.uint32)
-        key = key[np.argsort(key.astype(np.uint16), kind="stable")]
-        key = key[np.argsort((key >> np.uint32(16)).astype(np.uint16), kind="stable")]
-        doc = (key >> np.uint32(col_bits)).astype(np.int64)
-        col = (key & np.uint32((1 << col_bits) - 1)).astype(np.int64)
-    else:  # big training batches: a comparison sort is fine there
-        order = np.lexsort((occ.col, occ.doc))
-        doc = occ.doc[order]
-        col = occ.col[order]
-    first = np.empty(col.size, dtype=bool)
+    col_bits = max((width - 1).bit_length(), 1)
+    if n_docs << col_bits <= 1 << 32:  # batches (scoring chunks are sized for this)
+        key = np.sort(
+            (occ.doc.astype(np.uint32) << np.uint32(col_bits)) | occ.col.astype(np.uint32)
+        )
+    else:  # big training batches
+        key = np.sort(
+            (occ.doc.astype(np.uint64) << np.uint64(col_bits)) | occ.col.astype(np.uint64)
+        )
+    first = np.empty(key.size, dtype=bool)
     first[0] = True
-    np.not_equal(col[1:], col[:-1], out=first[1:])
-    first[1:] |= doc[1:] != doc[:-1]
+    np.not_equal(key[1:], key[:-1], out=first[1:])
     starts = np.flatnonzero(first)
-    counts = np.diff(np.append(starts, col.size))
-    return doc[starts], col[starts], counts
+    counts = np.diff(np.append(starts, key.size))
+    distinct = key[starts].astype(np.int64)
+    return distinct >> col_bits, distinct & ((1 << col_bits) - 1), counts

@@ -129,14 +129,14 @@ class LinearScorer:
         occ = self.hasher.occurrences(norms)
         n = len(norms)
         doc, col, counts = distinct_counts(occ, n, self.hasher.width)
-        values = tfidf_values(doc, col, counts, self.idf, n)
+        # The tf-idf of tfidf_values, with the per-text L2 norm applied to the sums instead.
+        values = (1.0 + np.log(counts)) * self.idf[col]
+        norm = np.maximum(np.sqrt(np.bincount(doc, values * values, minlength=n)), 1e-12)
         lex_values = lexicon_values_from_tokens(occ.tokens, occ.token_doc, n, self.lexicon)
-        dense = np.hstack([lex_values, shape_values(norms)]) @ self.coef[self.hasher.width :]
-        out = np.empty((n, len(self.labels)))
+        out = np.hstack([lex_values, shape_values(norms)]) @ self.coef[self.hasher.width :]
         for j in range(len(self.labels)):
-            raw = np.bincount(doc, values * self._ngram_coef[j][col], minlength=n)
-            out[:, j] = raw + dense[:, j] + self.intercept[j]
-        return out
+            out[:, j] += np.bincount(doc, values * self._ngram_coef[j][col], minlength=n) / norm
+        return out + self.intercept
 
     def calibrate(self, margins: NDArray[np.float64]) -> NDArray[np.float64]:
         """Map margins to calibrated probabilities (Platt scaling per label)."""
@@ -165,7 +165,7 @@ class Classifier:
         if not texts:
             return []
         norms = [normalise(t) for t in texts]
-        # Chunks small enough for the radix path of distinct_counts.
+        # Chunks small enough for the 32-bit sort keys of distinct_counts.
         chunk = _BATCH_CHUNK
         probs = np.vstack(
             [self._scorer.probabilities(norms[i : i + chunk]) for i in range(0, len(norms), chunk)]
