@@ -136,7 +136,7 @@ class LinearScorer:
         out = np.hstack([lex_values, shape_values(norms)]) @ self.coef[self.hasher.width :]
         for j in range(len(self.labels)):
             out[:, j] += np.bincount(doc, values * self._ngram_coef[j][col], minlength=n) / norm
-        return out + self.intercept
+        return np.asarray(out + self.intercept, dtype=np.float64)
 
     def calibrate(self, margins: NDArray[np.float64]) -> NDArray[np.float64]:
         """Map margins to calibrated probabilities (Platt scaling per label)."""
