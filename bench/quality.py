@@ -94,11 +94,11 @@ def run_split(
     # As in training: goals over the out-of-fold pool weighted like the training rows.
     if label == SPAM:
         thresholds = {
-            "reject": reject_threshold(head.y, oof[label], weight=head.weight),
-            "hold": hold_threshold(head.y, oof[label], weight=head.weight),
+            "reject": reject_threshold(head.y, oof[label], weight=head.pool_weight),
+            "hold": hold_threshold(head.y, oof[label], weight=head.pool_weight),
         }
     else:
-        thresholds = {"hold": hold_threshold(head.y, oof[label], weight=head.weight)}
+        thresholds = {"hold": hold_threshold(head.y, oof[label], weight=head.pool_weight)}
     y = np.array([r.target for r in test_rows], dtype=np.int_)
     p = predict_label(bundle, label, [r.text for r in test_rows], config)
     base = profanity_check([r.text for r in test_rows]) if baseline else np.zeros(0)

@@ -70,6 +70,7 @@ class TrainConfig:
     moderator_weight: float = MODERATOR_WEIGHT
     source_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SOURCE_WEIGHTS))
     shape_heads: tuple[str, ...] = ("spam",)  # heads that use the text-shape columns
+    balance_sources: bool = True  # equal positive and negative weight within each source
     max_rows_per_source: int | None = None  # for quick tests; None = use everything
     # Threshold goals: auto-reject spam only where out-of-fold precision is at least this…
     reject_precision: float = 0.99

@@ -65,7 +65,8 @@ class _Head:
     rows: list[Row]
     index: NDArray[np.int64]  # row positions in the shared feature matrix
     y: NDArray[np.int_]
-    weight: NDArray[np.float64]
+    weight: NDArray[np.float64]  # for fitting the linear model: per-source class-balanced
+    pool_weight: NDArray[np.float64]  # for calibration and thresholds: source weight only
 
 
 def select_rows(
@@ -164,13 +165,10 @@ def fit_heads(
         if index.size == 0:
             continue
         sub = [rows[i] for i in index]
-        heads[label] = _Head(
-            label,
-            sub,
-            index,
-            np.array([r.target for r in sub], dtype=np.int_),
-            np.array([_source_weight(r, config) for r in sub], dtype=np.float64),
-        )
+        y = np.array([r.target for r in sub], dtype=np.int_)
+        pool = np.array([_source_weight(r, config) for r in sub], dtype=np.float64)
+        fit_weight = _balanced(sub, y, pool) if config.balance_sources else pool
+        heads[label] = _Head(label, sub, index, y, fit_weight, pool)
     bundle: dict[str, Any] = {"idf": idf, "lexicon": np.array(sorted(lexicon), dtype=np.str_)}
     oof: dict[str, NDArray[np.float64]] = {}
     for label, head in heads.items():
@@ -183,7 +181,7 @@ def fit_heads(
         margins = _out_of_fold_margins(xh, head, c, config)
         _tick(progress, f"{label} validation folds")
         calibrator = LogisticRegression(C=1e4)
-        calibrator.fit(margins.reshape(-1, 1), head.y, sample_weight=head.weight)
+        calibrator.fit(margins.reshape(-1, 1), head.y, sample_weight=head.pool_weight)
         oof[label] = calibrator.predict_proba(margins.reshape(-1, 1))[:, 1]
         linear = _fit_linear(xh, head.y, head.weight, c, config.random_state)
         bundle[f"{label}_coef"] = linear.coef_.ravel().astype(np.float32)
@@ -193,6 +191,28 @@ def fit_heads(
         )
         _tick(progress, f"{label} final fit")
     return bundle, oof, heads
+
+
+def _balanced(
+    rows: Sequence[Row], y: NDArray[np.int_], weight: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Rescale each public source so its positives and negatives weigh the same in total.
+
+    Sources differ in prevalence (Davidson is 83 % offensive, OLID 33 %, SMS 13 % spam), and
+    with one shared intercept the model otherwise learns "sounds like Davidson" as a toxicity
+    cue. A source keeps its total weight; one-class sources and moderator labels are unchanged.
+    OLID-train hold-out ROC-AUC 0.8199 → 0.8236, Davidson 5-fold 0.973 → 0.979 (docs/model.md).
+    """
+    out = weight.copy()
+    sources = np.array([r.source for r in rows])
+    for source in set(sources.tolist()) - {"moderator"}:
+        mine = sources == source
+        pos, neg = mine & (y == 1), mine & (y == 0)
+        total, w_pos, w_neg = out[mine].sum(), out[pos].sum(), out[neg].sum()
+        if w_pos > 0 and w_neg > 0:
+            out[pos] *= total / 2 / w_pos
+            out[neg] *= total / 2 / w_neg
+    return out
 
 
 def predict_label(
@@ -255,7 +275,7 @@ def validation_summary(
     spam, toxic = heads["spam"], heads["toxic"]
     # Goals hold over the pool weighted as in training: the weights say how much each source
     # resembles this site's comments (Instagram's partly heuristic labels count half).
-    ws, wt = spam.weight, toxic.weight
+    ws, wt = spam.pool_weight, toxic.pool_weight
     thresholds = {
         "spam_reject": reject_threshold(spam.y, oof["spam"], config.reject_precision, ws),
         "spam_hold": hold_threshold(spam.y, oof["spam"], recall, ws),

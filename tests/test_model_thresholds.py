@@ -1,4 +1,4 @@
-"""Threshold selection: the goals hold over the validation pool weighted like training."""
+"""Threshold selection (goals over the weighted validation pool) and training weights."""
 
 from __future__ import annotations
 
@@ -39,3 +39,20 @@ def test_weighted_reject_threshold_meets_weighted_precision() -> None:
     cut = reject_threshold(y, p, 0.99, weight=w)  # …unless they weigh almost nothing
     assert cut == 0.9
     assert threshold_report(y, p, cut, w)["precision"] >= 0.99
+
+
+def test_training_balances_classes_within_each_public_source() -> None:
+    """Each public source keeps its total weight with positives and negatives weighing the
+    same; one-class sources and moderator labels keep theirs."""
+    from model.datasets import Row
+    from model.training import _balanced
+
+    rows = [Row("t", "toxic", t, "davidson", "") for t in (1, 1, 1, 0)]
+    rows += [Row("t", "toxic", 0, "comment_ham", "")] * 2
+    rows += [Row("t", "toxic", t, "moderator", "") for t in (1, 0, 0)]
+    y = np.array([r.target for r in rows])
+    w = np.array([0.3] * 4 + [0.2] * 2 + [30.0] * 3)
+    out = _balanced(rows, y, w)
+    assert abs(out[:4].sum() - 1.2) < 1e-12
+    assert abs(out[:3].sum() - out[3]) < 1e-12  # three positives weigh what one negative does
+    assert list(out[4:]) == [0.2, 0.2, 30.0, 30.0, 30.0]
