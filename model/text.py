@@ -10,8 +10,10 @@ from dataclasses import dataclass
 # Bump when normalise() changes: artifacts record it and refuse to load under different code.
 NORMALISER_VERSION = 2
 
+# Labels and label counts are bounded (DNS allows 63 characters a label): unbounded, a failed
+# match on "a.a.a.…" rescanned the whole run from every start, quadratic in the text length.
 _URL_RE = re.compile(
-    r"(?:https?://|www\.)[^\s<>\"']+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|ly|co|info|biz|io|me|us|uk|tk|ru)\b(?:/[^\s<>\"']*)?",
+    r"(?:https?://|www\.)[^\s<>\"']+|\b[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63}){0,8}\.(?:com|net|org|ly|co|info|biz|io|me|us|uk|tk|ru)\b(?:/[^\s<>\"']*)?",
     re.IGNORECASE,
 )
 # Every _URL_RE match contains one of these; searching for them is far cheaper.
@@ -25,7 +27,10 @@ _MENTION_RE = re.compile(r"@\w+")
 _INVISIBLE_RE = re.compile("[\ufeff\u200b\u200c\u200d\u2060]")
 _REPEAT_RE = re.compile(r"(.)\1{3,}")
 # Markup: keep a link's target (it is what a spammer is promoting), drop every other tag.
-_HREF_RE = re.compile(r"""<a\s[^>]*?href\s*=\s*["']?([^"'\s>]+)[^>]*>""", re.IGNORECASE)
+# Every repetition is bounded and stops at "<": no input can make these backtrack for long.
+_HREF_RE = re.compile(
+    r"""<a\s[^<>]{0,200}?href\s*=\s*["']?([^"'\s<>]{1,500})[^<>]{0,200}>""", re.IGNORECASE
+)
 _TAG_RE = re.compile(r"</?[a-z][^<>]{0,200}>", re.IGNORECASE)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,28 @@ def test_normalise_strips_markup_and_styled_letters() -> None:
     )
     assert normalise("\U0001d41f\U0001d42b\U0001d41e\U0001d41e money") == "free money"
     assert normalise("a < b and c > d") == "a < b and c > d"  # not markup: left alone
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a." * 32_000,  # dotted run with no top-level domain
+        "ab-" * 21_000 + ".",  # one endless label
+        "<a href=" * 8_000,  # unterminated link tags
+        "x" * 30_000 + "@" + "y" * 30_000,  # an address without a dot
+    ],
+)
+def test_hostile_comments_cannot_stall_a_worker(classifier: Classifier, text: str) -> None:
+    """Comments up to the 65,525-character limit built to make a regex backtrack are scored
+    in linear time. Before the patterns were bounded, the first took ~100 s in text_signals
+    and the third ~45 s in normalise; the bound here is only a catastrophic-backtracking guard."""
+    from workers.privacy import redact
+
+    start = time.perf_counter()
+    score = classifier.score(text)
+    redact(text)
+    assert 0.0 <= score.spam <= 1.0
+    assert time.perf_counter() - start < 5.0
 
 
 def test_text_shape_raises_spam_only(classifier: Classifier) -> None:

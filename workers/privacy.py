@@ -15,7 +15,9 @@ from workers.settings import ConfigError
 PUBLIC_FIELDS = ("id", "post_id", "parent_id", "author", "url", "comment", "created_at")
 
 # Deliberately broad: a false positive in a log line costs nothing, a leak costs trust.
-EMAIL_PATTERN = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+\.[A-Za-z]{2,}")
+# Bounded like real addresses (64-character local part, 253-character domain), so a long
+# run without a dot cannot make a failed match rescan it from every start (quadratic).
+EMAIL_PATTERN = re.compile(r"[^\s@<>\"'(),;:]{1,64}@[^\s@<>\"'(),;:]{1,253}\.[A-Za-z]{2,}")
 
 
 class EmailVault:
