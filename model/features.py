@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 # Bump when hashing or the tf-idf transform changes: artifacts record it and refuse to load
 # under different code (their coefficients index the old hash buckets).
-FEATURES_VERSION = 4
+FEATURES_VERSION = 5
 MAX_CHARS = 3000  # only the start of a very long comment is hashed (bounds worst-case latency)
 
 _TOKEN_RE = re.compile(r"\w+")
@@ -110,7 +110,10 @@ def _bucket(h: NDArray[np.uint64], n_buckets: int, salt: int = 0) -> NDArray[np.
 
 
 def _codes(text: str) -> NDArray[np.uint64]:
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    # "surrogatepass": a lone surrogate (valid in a Python str, not in UTF-32) hashes too.
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(
+        np.uint64
+    )
 
 
 class NgramHasher:

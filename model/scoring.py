@@ -243,7 +243,7 @@ def _ngram_reasons(
 
 def _shape_reason(label: str, shape: tuple[float, ...], weight: float) -> Reason:
     """Describe the text shape (length, links, handles) that raised a score."""
-    _, links, short, long, mentions = shape
+    links, short, long, mentions = shape
     parts = ["a short comment" if short else "a long comment" if long else "a comment"]
     if links:
         parts.append("with links" if links > 1 / 3 else "with a link")

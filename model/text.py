@@ -10,10 +10,11 @@ from dataclasses import dataclass
 # Bump when normalise() changes: artifacts record it and refuse to load under different code.
 NORMALISER_VERSION = 2
 
-# Labels and label counts are bounded (DNS allows 63 characters a label): unbounded, a failed
-# match on "a.a.a.…" rescanned the whole run from every start, quadratic in the text length.
+# A bare domain starts only where a run of letters, digits, dots and dashes starts, with
+# bounded labels (DNS allows 63 characters) and label counts: with a plain \b start, a failed
+# match on "a.a.a.…" or "a-a-a-…" was retried from every label or dash, quadratic in length.
 _URL_RE = re.compile(
-    r"(?:https?://|www\.)[^\s<>\"']+|\b[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63}){0,8}\.(?:com|net|org|ly|co|info|biz|io|me|us|uk|tk|ru)\b(?:/[^\s<>\"']*)?",
+    r"(?:https?://|www\.)[^\s<>\"']+|(?<![a-z0-9.-])[a-z0-9-]{1,63}+(?:\.[a-z0-9-]{1,63}+){0,8}\.(?:com|net|org|ly|co|info|biz|io|me|us|uk|tk|ru)\b(?:/[^\s<>\"']*)?",
     re.IGNORECASE,
 )
 # Every _URL_RE match contains one of these; searching for them is far cheaper.
@@ -27,11 +28,12 @@ _MENTION_RE = re.compile(r"@\w+")
 _INVISIBLE_RE = re.compile("[\ufeff\u200b\u200c\u200d\u2060]")
 _REPEAT_RE = re.compile(r"(.)\1{3,}")
 # Markup: keep a link's target (it is what a spammer is promoting), drop every other tag.
-# Every repetition is bounded and stops at "<": no input can make these backtrack for long.
+# Tag bodies are bounded, stop at "<" and never give characters back (possessive), so no
+# input can make these backtrack for long.
 _HREF_RE = re.compile(
-    r"""<a\s[^<>]{0,200}?href\s*=\s*["']?([^"'\s<>]{1,500})[^<>]{0,200}>""", re.IGNORECASE
+    r"""<a\s[^<>]{0,200}?href\s*=\s*["']?([^"'\s<>]{1,500}+)[^<>]{0,200}+>""", re.IGNORECASE
 )
-_TAG_RE = re.compile(r"</?[a-z][^<>]{0,200}>", re.IGNORECASE)
+_TAG_RE = re.compile(r"</?[a-z][^<>]{0,200}+>", re.IGNORECASE)
 
 
 def normalise(text: str) -> str:
@@ -80,13 +82,13 @@ class TextSignals:
 def text_signals(text: str) -> TextSignals:
     """Measure links, link domains, capital-letter ratio and repeated-character runs."""
     raw = html.unescape(text)
-    urls = _URL_RE.findall(raw)
+    urls = _URL_RE.findall(raw) if _URL_HINT_RE.search(raw) else []
     domains: list[str] = []
     for url in urls:
         match = _DOMAIN_RE.match(url)
         if match and match.group(1).lower() not in domains:
             domains.append(match.group(1).lower())
-    without_urls = _URL_RE.sub(" ", raw)
+    without_urls = _URL_RE.sub(" ", raw) if urls else raw
     letters = [c for c in without_urls if c.isalpha()]
     upper = sum(1 for c in letters if c.isupper())
     ratio = upper / len(letters) if letters else 0.0

@@ -140,12 +140,16 @@ def test_normalise_strips_markup_and_styled_letters() -> None:
         "ab-" * 21_000 + ".",  # one endless label
         "<a href=" * 8_000,  # unterminated link tags
         "x" * 30_000 + "@" + "y" * 30_000,  # an address without a dot
+        (("a-" * 31 + "a.") * 9 + "comx.") * 100 + " .com",  # a word boundary at every dash
+        ("<a " + "href=" * 140) * 90,  # link targets that could give characters back
+        "\ud800 a lone surrogate",
     ],
 )
 def test_hostile_comments_cannot_stall_a_worker(classifier: Classifier, text: str) -> None:
     """Comments up to the 65,525-character limit built to make a regex backtrack are scored
     in linear time. Before the patterns were bounded, the first took ~100 s in text_signals
-    and the third ~45 s in normalise; the bound here is only a catastrophic-backtracking guard."""
+    and the third ~45 s in normalise (now ~0.02 s each); the bound here is only a guard
+    against catastrophic backtracking. A lone surrogate used to raise in the hasher."""
     from workers.privacy import redact
 
     start = time.perf_counter()
@@ -153,6 +157,21 @@ def test_hostile_comments_cannot_stall_a_worker(classifier: Classifier, text: st
     redact(text)
     assert 0.0 <= score.spam <= 1.0
     assert time.perf_counter() - start < 5.0
+
+
+def test_a_long_clean_comment_is_not_spam_for_its_length(classifier: Classifier) -> None:
+    """Length is no growing spam signal: repeating one ordinary paragraph barely moves the
+    spam score, and an ordinary comment gets no text-shape reason."""
+    paragraph = (
+        "The council's plan for protected bike lanes on Main Street makes sense to me, but "
+        "the consultation ignored the shop owners who rely on kerbside loading. A trial on "
+        "one block first would show whether deliveries can move to the side streets. "
+    )
+    scores = [classifier.score(paragraph * n).spam for n in (1, 4, 16)]
+    assert max(scores) - min(scores) < 0.05  # a log-length column once took it 0.05 → 0.94
+    assert max(scores) < classifier.thresholds.spam_reject / 4
+    reasons = classifier.score(paragraph * 4).reasons
+    assert not [r for r in reasons if r.code == "text_shape"]
 
 
 def test_text_shape_raises_spam_only(classifier: Classifier) -> None:
