@@ -89,6 +89,8 @@ def hold_threshold(
     order = pos[np.argsort(p[pos], kind="stable")]
     w = np.ones(pos.size) if weight is None else np.asarray(weight, np.float64)[order]
     cumulative = np.cumsum(w)
+    if cumulative[-1] <= 0:
+        return 0.0  # no positive carries weight: nothing to protect, as with no positives
     # How many of the lowest-scored positives fit in the allowed (weighted) miss budget.
     k = int(np.searchsorted(cumulative, (1.0 - recall) * cumulative[-1] * (1 + 1e-12), "right"))
     return float(p[order][min(k, pos.size - 1)])
@@ -110,7 +112,9 @@ def threshold_report(
         "precision": tp / max(float(np.sum(w[flagged])), 1e-12) if flagged.any() else 0.0,
         "recall": tp / max(float(np.sum(w[pos])), 1e-12),
         "flag_rate_clean": (
-            float(np.sum(w[flagged & ~pos]) / np.sum(w[~pos])) if np.any(~pos) else float("nan")
+            float(np.sum(w[flagged & ~pos]) / np.sum(w[~pos]))
+            if np.sum(w[~pos]) > 0
+            else float("nan")
         ),
     }
 

@@ -56,3 +56,13 @@ def test_training_balances_classes_within_each_public_source() -> None:
     assert abs(out[:4].sum() - 1.2) < 1e-12
     assert abs(out[:3].sum() - out[3]) < 1e-12  # three positives weigh what one negative does
     assert list(out[4:]) == [0.2, 0.2, 30.0, 30.0, 30.0]
+
+
+def test_weightless_classes_give_defined_results() -> None:
+    """Zero-weight positives or negatives behave like absent ones, without warnings."""
+    y = np.array([1, 1, 0, 0])
+    p = np.array([0.9, 0.8, 0.2, 0.1])
+    assert hold_threshold(y, p, 0.99, weight=np.array([0.0, 0.0, 1.0, 1.0])) == 0.0
+    report = threshold_report(y, p, 0.5, np.array([1.0, 1.0, 0.0, 0.0]))
+    assert report["recall"] == 1.0
+    assert report["flag_rate_clean"] != report["flag_rate_clean"]  # NaN: no clean weight
