@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -140,13 +141,24 @@ def _url_problem(url: str) -> str | None:
 
 
 class EdgeJSONProvider(DefaultJSONProvider):
-    """Flask's JSON provider, refusing JSON nested too deep as invalid (a 400), not a 500."""
+    """Flask's JSON provider, refusing as invalid (a 400, not a 500) JSON nested too deep and
+    JSON whose strings hold an unpaired surrogate escape such as ``"\\ud800"`` (valid JSON
+    syntax, but not text: it cannot be stored, encrypted or scored)."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         try:
-            return super().loads(s, **kwargs)
+            value = super().loads(s, **kwargs)
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
+        escaped = b"\\u" in s if isinstance(s, bytes) else "\\u" in s
+        if escaped:  # only a backslash-u escape can produce a lone surrogate
+            try:
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("JSON text contains an unpaired surrogate escape") from None
+            except RecursionError:
+                raise ValueError("JSON nested too deeply") from None
+        return value
 
 
 def parse_limit(raw: str | None, *, default: int, maximum: int) -> int | None:

@@ -153,6 +153,32 @@ def test_deeply_nested_json_is_refused_not_crashed_on(
         assert response.status_code in (400, 404, 413, 422)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/comments",
+        "/api/v1/moderation/comments/" + "0" * 24 + "/decision",
+        "/api/v1/moderation/bulk",
+        "/api/v1/privacy/export",
+    ],
+)
+def test_unpaired_surrogate_escapes_in_json_are_refused_not_crashed_on(
+    web: FlaskClient, path: str
+) -> None:
+    """ "\\ud800" is valid JSON syntax but not text; it used to reach Redis and give a 500."""
+    for field in ('"comment":"hi \\ud800 there"', '"author":"A \\udfff"', '"x\\ud83d":1'):
+        body = '{"post_id":"p1","email":"a@example.com",' + field + "}"
+        response = web.post(path, data=body, content_type="application/json", headers=AUTH)
+        no_server_error(response)
+        assert response.status_code in (400, 404, 422)
+
+
+def test_a_paired_surrogate_escape_is_an_ordinary_emoji(web: FlaskClient) -> None:
+    body = '{"post_id":"p1","comment":"Lovely \\ud83d\\ude00","author":"A","email":"a@example.com"}'
+    response = web.post("/api/v1/comments", data=body, content_type="application/json")
+    assert response.status_code == 202, response.get_data(as_text=True)
+
+
 def test_duplicate_json_keys_take_the_last_value_like_every_json_parser(
     web: FlaskClient, redis: redis_lib.Redis
 ) -> None:
