@@ -24,6 +24,7 @@ from model.text import normalise, text_signals
 LABELS = ("spam", "toxic")
 _MIN_REASON_WEIGHT = 0.05  # logit units; smaller pushes are noise, not explanations
 _MAX_NGRAM_REASONS = 3
+EXPLAIN_FROM = 0.2  # explain a label from here, or from its lower hold threshold
 _MIN_SHAPE_REASON_WEIGHT = 0.5  # the shape columns move most scores a little; report big pushes
 _BATCH_CHUNK = 4096
 _PLACEHOLDER_RE = re.compile(r"xurlx|xuserx|xdomx")
@@ -172,8 +173,21 @@ class Classifier:
         )
         return [(float(s), float(t)) for s, t in probs.tolist()]
 
-    def score(self, text: str) -> Score:
-        """Score one comment: both labels, top n-gram reasons and text-signal reason codes."""
+    def reasons_from(self, spam_hold: float, toxic_hold: float) -> tuple[float, float]:
+        """Return per-label probabilities from which ``score`` explains a label: its hold
+        threshold (so every comment held on that label carries its n-grams), capped at
+        ``EXPLAIN_FROM``."""
+        return (min(EXPLAIN_FROM, spam_hold), min(EXPLAIN_FROM, toxic_hold))
+
+    def score(self, text: str, reasons_from: tuple[float, float] | None = None) -> Score:
+        """Score one comment: both labels, top n-gram reasons and text-signal reason codes.
+
+        A label's n-gram reasons are computed when its probability reaches ``reasons_from``
+        (per label; default: the artifact's hold thresholds, at most ``EXPLAIN_FROM``).
+        """
+        if reasons_from is None:
+            t = self.thresholds
+            reasons_from = self.reasons_from(t.spam_hold, t.toxic_hold)
         scorer = self._scorer
         norm = normalise(text)
         occ = scorer.hasher.occurrences([norm], with_labels=True)
@@ -190,7 +204,7 @@ class Classifier:
         probs = scorer.calibrate(margins + scorer.intercept)
         reasons: list[Reason] = []
         for j, label in enumerate(scorer.labels):
-            if probs[j] >= 0.2:
+            if probs[j] >= reasons_from[j]:
                 contrib = values * scorer.coef[occ.col, j]
                 lex_contrib = float(lex_values @ lex_coef[:, j])
                 reasons.extend(_ngram_reasons(label, contrib, occ, lex_words, lex_contrib))

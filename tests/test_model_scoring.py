@@ -161,7 +161,8 @@ def test_hostile_comments_cannot_stall_a_worker(classifier: Classifier, text: st
 
 def test_a_long_clean_comment_is_not_spam_for_its_length(classifier: Classifier) -> None:
     """Length is no growing spam signal: repeating one ordinary paragraph barely moves the
-    spam score, and an ordinary comment gets no text-shape reason."""
+    spam score; an ordinary comment gets no text-shape reason, a long one at most the
+    bounded "long" one (even when explained from probability 0)."""
     paragraph = (
         "The council's plan for protected bike lanes on Main Street makes sense to me, but "
         "the consultation ignored the shop owners who rely on kerbside loading. A trial on "
@@ -170,8 +171,13 @@ def test_a_long_clean_comment_is_not_spam_for_its_length(classifier: Classifier)
     scores = [classifier.score(paragraph * n).spam for n in (1, 4, 16)]
     assert max(scores) - min(scores) < 0.05  # a log-length column once took it 0.05 → 0.94
     assert max(scores) < classifier.thresholds.spam_reject / 4
-    reasons = classifier.score(paragraph * 4).reasons
-    assert not [r for r in reasons if r.code == "text_shape"]
+    medium = paragraph.split(". ")[0] + "."  # no links, handles, under 200 characters
+    shape = [r for r in classifier.score(medium, (0.0, 0.0)).reasons if r.code == "text_shape"]
+    assert not shape
+    shape = [
+        r for r in classifier.score(paragraph * 4, (0.0, 0.0)).reasons if r.code == "text_shape"
+    ]
+    assert all(r.message.startswith("a long comment:") for r in shape)  # the bounded flag only
 
 
 def test_text_shape_raises_spam_only(classifier: Classifier) -> None:

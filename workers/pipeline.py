@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from model import Score
+from model import Classifier, Score
 from model.policy import Decision, Signals, decide, held_for_error
 from workers import metrics
 from workers.logs import bind_request_id, request_id_bound
@@ -80,7 +80,7 @@ def score_and_decide(runtime: Runtime, comment_id: str) -> Outcome:
     bind_request_id(record.get("request_id") or "")
     classifier = runtime.classifier()
     started = time.perf_counter()
-    score = classifier.score(record["comment"])
+    score = classifier.score(record["comment"], _reasons_from(runtime, classifier))
     elapsed = time.perf_counter() - started
     move = _decision_move(runtime, record, score, classifier.thresholds)
     result = runtime.store.transition(
@@ -117,13 +117,15 @@ def score_and_decide_many(runtime: Runtime, comment_ids: Sequence[str]) -> dict[
     classifier = runtime.classifier()
     started = time.perf_counter()
     probabilities = classifier.score_batch([r["comment"] for r in queued])
+    explain = _reasons_from(runtime, classifier)
     scores = []
     for record, (spam, toxic) in zip(queued, probabilities, strict=True):
-        if max(spam, toxic) < REASONS_FROM:
-            # Confidently clean: nothing for a moderator to read, so skip the explanation.
+        if spam < explain[0] and toxic < explain[1]:
+            # Below both hold thresholds: nothing for a moderator to read, so skip the
+            # explanation (site signals such as the honeypot are reasons of their own).
             scores.append(Score(spam, toxic, {}, (), classifier.version))
         else:
-            scores.append(classifier.score(record["comment"]))
+            scores.append(classifier.score(record["comment"], explain))
     elapsed = (time.perf_counter() - started) / len(queued)
     moves = [
         _decision_move(runtime, record, score, classifier.thresholds)
@@ -136,9 +138,11 @@ def score_and_decide_many(runtime: Runtime, comment_ids: Sequence[str]) -> dict[
     return outcomes
 
 
-# Below this probability for both labels the model's explanation is skipped in batches: the
-# comment is published and classifier.score computes n-gram reasons only from 0.2 up anyway.
-REASONS_FROM = 0.2
+def _reasons_from(runtime: Runtime, classifier: Classifier) -> tuple[float, float]:
+    """Explain a label from its effective hold threshold (operator overrides included), so
+    every comment held on a score carries the n-grams behind it."""
+    effective = thresholds_for(runtime.settings, classifier.thresholds)
+    return classifier.reasons_from(effective.spam_hold, effective.toxic_hold)
 
 
 @dataclass(frozen=True)
