@@ -250,14 +250,9 @@ def distinct_counts(
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty
     col_bits = max((width - 1).bit_length(), 1)
-    if n_docs << col_bits <= 1 << 32:  # batches (scoring chunks are sized for this)
-        key = np.sort(
-            (occ.doc.astype(np.uint32) << np.uint32(col_bits)) | occ.col.astype(np.uint32)
-        )
-    else:  # big training batches
-        key = np.sort(
-            (occ.doc.astype(np.uint64) << np.uint64(col_bits)) | occ.col.astype(np.uint64)
-        )
+    # 32-bit keys for scoring chunks (sized to fit), 64-bit for big training batches.
+    kind = np.dtype(np.uint32 if n_docs << col_bits <= 1 << 32 else np.uint64)
+    key = np.sort((occ.doc.astype(kind) << np.array(col_bits, kind)) | occ.col.astype(kind))
     first = np.empty(key.size, dtype=bool)
     first[0] = True
     np.not_equal(key[1:], key[:-1], out=first[1:])

@@ -130,13 +130,11 @@ class LinearScorer:
         occ = self.hasher.occurrences(norms)
         n = len(norms)
         doc, col, counts = distinct_counts(occ, n, self.hasher.width)
-        # The tf-idf of tfidf_values, with the per-text L2 norm applied to the sums instead.
-        values = (1.0 + np.log(counts)) * self.idf[col]
-        norm = np.maximum(np.sqrt(np.bincount(doc, values * values, minlength=n)), 1e-12)
+        values = tfidf_values(doc, col, counts, self.idf, n)
         lex_values = lexicon_values_from_tokens(occ.tokens, occ.token_doc, n, self.lexicon)
         out = np.hstack([lex_values, shape_values(norms)]) @ self.coef[self.hasher.width :]
         for j in range(len(self.labels)):
-            out[:, j] += np.bincount(doc, values * self._ngram_coef[j][col], minlength=n) / norm
+            out[:, j] += np.bincount(doc, values * self._ngram_coef[j][col], minlength=n)
         return np.asarray(out + self.intercept, dtype=np.float64)
 
     def calibrate(self, margins: NDArray[np.float64]) -> NDArray[np.float64]:
