@@ -134,16 +134,17 @@ def test_raw_bytes_in_any_content_type_never_cause_a_server_error(
     no_server_error(web.post("/api/v1/comments", data=raw, content_type=content_type))
 
 
+# Endpoints that parse a JSON body (one per blueprint that writes).
+JSON_WRITE_PATHS = [
+    "/api/v1/comments",
+    "/api/v1/moderation/comments/" + "0" * 24 + "/decision",
+    "/api/v1/moderation/bulk",
+    "/api/v1/privacy/export",
+]
+
+
 @pytest.mark.parametrize("depth", [100, 1_000, 50_000])
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/api/v1/comments",
-        "/api/v1/moderation/comments/" + "0" * 24 + "/decision",
-        "/api/v1/moderation/bulk",
-        "/api/v1/privacy/export",
-    ],
-)
+@pytest.mark.parametrize("path", JSON_WRITE_PATHS)
 def test_deeply_nested_json_is_refused_not_crashed_on(
     web: FlaskClient, depth: int, path: str
 ) -> None:
@@ -153,15 +154,7 @@ def test_deeply_nested_json_is_refused_not_crashed_on(
         assert response.status_code in (400, 404, 413, 422)
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/api/v1/comments",
-        "/api/v1/moderation/comments/" + "0" * 24 + "/decision",
-        "/api/v1/moderation/bulk",
-        "/api/v1/privacy/export",
-    ],
-)
+@pytest.mark.parametrize("path", JSON_WRITE_PATHS)
 def test_unpaired_surrogate_escapes_in_json_are_refused_not_crashed_on(
     web: FlaskClient, path: str
 ) -> None:

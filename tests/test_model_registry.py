@@ -138,14 +138,20 @@ def test_pickled_arrays_in_a_rehashed_file_are_refused(
         load_classifier(folder)
 
 
+def _older_format_copy(artifact: Path, dest: Path) -> Path:
+    """Copy an artifact and mark it format 1 (the old skops format)."""
+    folder = _copy(artifact, dest)
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    meta["format_version"] = 1
+    (folder / METADATA_FILE).write_text(json.dumps(meta))
+    return folder
+
+
 def test_artifact_of_an_older_format_is_refused_clearly(
     small_artifact: Path, tmp_path: Path
 ) -> None:
     """A format-1 (skops) artifact asks for a retrain instead of failing obscurely."""
-    folder = _copy(small_artifact, tmp_path)
-    meta = json.loads((folder / METADATA_FILE).read_text())
-    meta["format_version"] = 1
-    (folder / METADATA_FILE).write_text(json.dumps(meta))
+    folder = _older_format_copy(small_artifact, tmp_path)
     with pytest.raises(ArtifactVersionError, match="format v1"):
         load_classifier(folder)
 
@@ -162,10 +168,7 @@ def test_seeding_replaces_a_live_version_of_an_older_format(
     small_artifact: Path, tmp_path: Path
 ) -> None:
     """After an upgrade, a live artifact the code cannot load gives way to the bundled one."""
-    old = _copy(small_artifact, tmp_path)
-    meta = json.loads((old / METADATA_FILE).read_text())
-    meta["format_version"] = 1
-    (old / METADATA_FILE).write_text(json.dumps(meta))
+    old = _older_format_copy(small_artifact, tmp_path)
     registry = ModelRegistry(tmp_path / "upgraded")
     registry.add_candidate(_copy(small_artifact, tmp_path / "good"))  # adds a loadable copy…
     shutil.rmtree(registry.version_dir(small_artifact.name))
