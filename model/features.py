@@ -18,10 +18,19 @@ from numpy.typing import NDArray
 
 # Bump when hashing or the tf-idf transform changes: artifacts record it and refuse to load
 # under different code (their coefficients index the old hash buckets).
-FEATURES_VERSION = 5
+FEATURES_VERSION = 6
 MAX_CHARS = 3000  # only the start of a very long comment is hashed (bounds worst-case latency)
 
 _TOKEN_RE = re.compile(r"\w+")
+# Pattern tokens: a number's length and a currency sign, not their exact value. Spam carries
+# phone numbers, prices and codes that differ from message to message ("call 0871…", "£250"),
+# so the literal tokens rarely repeat while their shape does. Each digit run of three or more
+# adds ``xnum<length>x`` (length capped at 12) and a currency sign adds ``xcurx``; they are
+# extra word unigrams (no bigrams, no character n-grams). See docs/model.md.
+_PATTERN_RE = re.compile(r"[0-9]{3,}|[$£€¥]")
+NUMBER_TOKEN_RE = re.compile(r"^xnum(\d+)x$")
+CURRENCY_TOKEN = "xcurx"  # noqa: S105  # a feature token, not a secret
+MAX_NUMBER_LENGTH = 12
 # Multipliers and salts of the 64-bit polynomial hash (odd constants; arithmetic wraps mod 2^64).
 _P = np.uint64(0x100000001B3)
 _Q = np.uint64(0x9E3779B97F4A7C15)
@@ -95,7 +104,7 @@ class Occurrences:
     col: NDArray[np.int64]
     origin: NDArray[np.int64]
     labels: list[str]
-    tokens: list[str]  # every lower-cased \w+ token of the batch, in order…
+    tokens: list[str]  # every lower-cased \w+ token of the batch (pattern tokens last)…
     token_doc: NDArray[np.int64]  # …and the text each came from
 
 
@@ -156,16 +165,23 @@ class NgramHasher:
     def occurrences(self, texts: Sequence[str], with_labels: bool = False) -> Occurrences:
         """Return every n-gram occurrence of the (already normalised) texts."""
         lowered = [t[:MAX_CHARS].lower() for t in texts]
-        per_doc = [_TOKEN_RE.findall(t) for t in lowered]
+        # A text's pattern tokens form a second segment of it: hashed like words (unigrams,
+        # bigrams among themselves, character n-grams), never paired with the text's words.
+        patterns, owner = _pattern_segments(lowered)
+        segments = lowered + patterns
+        per_doc = [_TOKEN_RE.findall(t) for t in segments]
         counts = np.fromiter(map(len, per_doc), dtype=np.int64, count=len(per_doc))
         tokens = list(chain.from_iterable(per_doc))
         token_doc = np.repeat(np.arange(len(per_doc), dtype=np.int64), counts)
         w_doc, w_col, w_origin, grams = self._word_grams(tokens, token_doc, with_labels)
-        c_doc, c_col, c_origin, words = self._char_grams(lowered, with_labels)
+        c_doc, c_col, c_origin, words = self._char_grams(segments, with_labels)
         labels: list[str] = []
         if with_labels:
             labels = grams + words
             c_origin = c_origin + len(grams)
+        if patterns:
+            text_of = np.concatenate([np.arange(len(lowered), dtype=np.int64), owner])
+            w_doc, c_doc, token_doc = text_of[w_doc], text_of[c_doc], text_of[token_doc]
         return Occurrences(
             np.concatenate([w_doc, c_doc]),
             np.concatenate([w_col, c_col]),
@@ -181,15 +197,7 @@ class NgramHasher:
         empty = np.zeros(0, dtype=np.int64)
         if not tokens:
             return empty, empty, empty, []
-        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        codes = _codes("".join(tokens))
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        ends = starts + lengths
-        # Polynomial hash per token: sum of code * P^(distance to the token's end).
-        powers = np.ones(int(lengths.max()), dtype=np.uint64)
-        powers[1:] = np.cumprod(np.full(powers.size - 1, _P, dtype=np.uint64))
-        distance = np.repeat(ends, lengths) - np.arange(codes.size) - 1
-        raw = np.add.reduceat(codes * powers[distance], starts)
+        raw = _token_hashes(tokens)
         cols = [_bucket(raw ^ _SALT_WORD, self.word_features)]
         docs = [doc]
         origin = [np.arange(len(tokens), dtype=np.int64)]
@@ -235,6 +243,36 @@ class NgramHasher:
         cols = [c + self.word_features for c in cols]
         origins = np.concatenate(origin) if origin else np.zeros(0, dtype=np.int64)
         return np.concatenate(docs), np.concatenate(cols), origins, words
+
+
+def _pattern_segments(lowered: list[str]) -> tuple[list[str], NDArray[np.int64]]:
+    """Return the pattern tokens of each text that has any, as one string each, and the
+    index of the text each string belongs to."""
+    segments: list[str] = []
+    owner: list[int] = []
+    for i, text in enumerate(lowered):
+        found = _PATTERN_RE.findall(text)
+        if found:
+            segments.append(
+                " ".join(
+                    f"xnum{min(len(m), MAX_NUMBER_LENGTH)}x" if m[0].isdigit() else CURRENCY_TOKEN
+                    for m in found
+                )
+            )
+            owner.append(i)
+    return segments, np.array(owner, dtype=np.int64)
+
+
+def _token_hashes(tokens: list[str]) -> NDArray[np.uint64]:
+    """Return the 64-bit polynomial hash of each token (sum of code * P^(distance to its end))."""
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    codes = _codes("".join(tokens))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    ends = starts + lengths
+    powers = np.ones(int(lengths.max()), dtype=np.uint64)
+    powers[1:] = np.cumprod(np.full(powers.size - 1, _P, dtype=np.uint64))
+    distance = np.repeat(ends, lengths) - np.arange(codes.size) - 1
+    return np.asarray(np.add.reduceat(codes * powers[distance], starts), dtype=np.uint64)
 
 
 def distinct_counts(

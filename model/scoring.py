@@ -11,7 +11,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model.errors import ArtifactError
-from model.features import NgramHasher, Occurrences, distinct_counts
+from model.features import (
+    CURRENCY_TOKEN,
+    MAX_NUMBER_LENGTH,
+    NUMBER_TOKEN_RE,
+    NgramHasher,
+    Occurrences,
+    distinct_counts,
+)
 from model.lexicon import (
     LEXICON_COLUMNS,
     lexicon_row,
@@ -247,10 +254,31 @@ def _ngram_reasons(
             if all(r.code != kind for r in reasons):  # "xurlx" and "xurlx word" alike
                 reasons.append(Reason(kind, label, f"contains a {kind}", round(weight, 3)))
             continue
+        if pattern := _pattern_reason(gram, label, weight):
+            reasons.append(pattern)
+            continue
         reasons.append(
             Reason("ngram", label, f'"{gram}" raises the {label} score', round(weight, 3))
         )
     return reasons
+
+
+def _pattern_reason(gram: str, label: str, weight: float) -> Reason | None:
+    """Describe number-length and currency pattern tokens (one, or a pair of them), or return
+    None for any other n-gram."""
+    parts: list[str] = []
+    for token in gram.split(" "):
+        number = NUMBER_TOKEN_RE.match(token)
+        if number:
+            digits = int(number.group(1))
+            more = " or more" if digits >= MAX_NUMBER_LENGTH else ""  # lengths are capped
+            parts.append(f"a number of {digits}{more} digits")
+        elif token == CURRENCY_TOKEN:
+            parts.append("a currency sign")
+        else:
+            return None
+    code = "currency" if all(p == "a currency sign" for p in parts) else "number"
+    return Reason(code, label, "contains " + " and ".join(parts), round(weight, 3))
 
 
 def _shape_reason(label: str, shape: tuple[float, ...], weight: float) -> Reason:

@@ -92,7 +92,14 @@ def test_signal_reasons_for_links_and_shouting(classifier: Classifier) -> None:
 
 def test_batch_scores_match_single_scores(classifier: Classifier) -> None:
     """The vectorised path returns the same probabilities as score()."""
-    texts = ["free ringtones text STOP", "", "what a lovely day", "you absolute clown 🤡"]
+    texts = [
+        "free ringtones text STOP",
+        "",
+        "what a lovely day",
+        "you absolute clown 🤡",
+        "WIN £250 cash! Call 09061701461 or txt 87121 now",
+        "$5 $5 $5 for 12345678901234567890",
+    ]
     batch = classifier.score_batch(texts)
     for text, (spam, toxic) in zip(texts, batch, strict=True):
         single = classifier.score(text)
@@ -195,6 +202,35 @@ def test_text_shape_raises_spam_only(classifier: Classifier) -> None:
     assert not scorer.coef[scorer.hasher.width + LEXICON_COLUMNS :, toxic].any()
 
 
+def test_numbers_and_prices_count_by_their_shape() -> None:
+    """A phone number or price adds a token for its length (or the currency sign), so two
+    spam texts with different numbers share features; the tokens never pair with words."""
+    from model.features import NgramHasher
+
+    hasher = NgramHasher()
+    a = hasher.occurrences(["Call 09061701461 to claim £900"], with_labels=True)
+    b = hasher.occurrences(["Call 08712460324 to claim £250"], with_labels=True)
+    assert {"xnum11x", "xcurx", "xnum3x", "xnum11x xcurx"} <= set(a.labels)
+    pairs = [g.split(" ") for g in a.labels if " " in g]
+    assert all(("xnum" in x or x == "xcurx") == ("xnum" in y or y == "xcurx") for x, y in pairs)
+    shared = set(a.col.tolist()) & set(b.col.tolist())
+    only_words = set(hasher.occurrences(["Call to claim"]).col.tolist())
+    assert shared - only_words  # the pattern tokens' columns
+    short = hasher.occurrences(["I was 12 or 13"], with_labels=True)
+    assert not any("xnum" in g for g in short.labels)  # runs under three digits add nothing
+    long = hasher.occurrences(["1" * 40], with_labels=True)
+    assert "xnum12x" in long.labels  # lengths are capped
+
+
+def test_a_phone_number_is_named_as_a_spam_reason(classifier: Classifier) -> None:
+    """Moderators see the number pattern among the spam reasons, in words."""
+    score = classifier.score("URGENT! Your mobile won a £2000 prize. Call 09061701461 now")
+    assert score.spam > classifier.thresholds.spam_hold
+    patterns = [r for r in score.reasons if r.code in ("number", "currency") and r.label == "spam"]
+    assert any(r.message == "contains a number of 11 digits" for r in patterns)
+    assert all("xnum" not in r.message and "xcur" not in r.message for r in score.reasons)
+
+
 def test_text_signals_measure_links_and_capitals() -> None:
     signals = text_signals("VISIT http://a.com AND www.b.org NOW")
     assert signals.links == 2
@@ -236,7 +272,14 @@ def test_training_features_and_scoring_agree(classifier: Classifier) -> None:
 
     scorer: LinearScorer = classifier._scorer
     texts = [
-        normalise(t) for t in ("Buy cheap pills at http://x.ru now", "you idiot", "ok ok ok", "")
+        normalise(t)
+        for t in (
+            "Buy cheap pills at http://x.ru now",
+            "you idiot",
+            "ok ok ok",
+            "",
+            "Call 09061701461 to claim £900, only £1.50/msg",
+        )
     ]
     hasher = NgramHasher.from_config(classifier.metadata["config"])
     x = feature_matrix(
