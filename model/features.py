@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from itertools import chain
+from itertools import chain, islice
 from typing import Any
 
 import numpy as np
@@ -25,13 +25,16 @@ _TOKEN_RE = re.compile(r"\w+")
 # Pattern tokens: a number's length and a currency sign, not their exact value. Spam carries
 # phone numbers, prices and codes that differ from message to message ("call 0871…", "£250"),
 # so the literal tokens rarely repeat while their shape does. Each digit run of three or more
-# adds ``xnum<length>x`` (length capped at 12) and a currency sign adds ``xcurx``; they are
-# extra word unigrams (no bigrams, no character n-grams). See docs/model.md.
+# adds ``xnum<length>x`` (length capped at 12) and a currency sign adds ``xcurx``, at most
+# MAX_PATTERN_TOKENS a comment (3,000 "$" would otherwise hash an 18,000-character segment).
+# A comment's pattern tokens form a second segment of it, hashed like words (unigrams, pairs
+# among themselves, character n-grams) but never paired with its words. See docs/model.md.
 _PATTERN_RE = re.compile(r"[0-9][0-9][0-9]+|[$£€¥]")  # spelled out: 2x faster than {3,}
 _PATTERN_HINT_RE = re.compile(r"[0-9$£€¥]")  # one character class: a fast scan skips most texts
-NUMBER_TOKEN_RE = re.compile(r"^xnum(\d+)x$")
-CURRENCY_TOKEN = "xcurx"  # noqa: S105  # a feature token, not a secret
 MAX_NUMBER_LENGTH = 12
+MAX_PATTERN_TOKENS = 32  # two training texts have more
+NUMBER_TOKEN_RE = re.compile(r"^xnum([3-9]|1[0-2])x$")  # only the tokens the hasher makes
+CURRENCY_TOKEN = "xcurx"  # noqa: S105  # a feature token, not a secret
 # Multipliers and salts of the 64-bit polynomial hash (odd constants; arithmetic wraps mod 2^64).
 _P = np.uint64(0x100000001B3)
 _Q = np.uint64(0x9E3779B97F4A7C15)
@@ -252,7 +255,9 @@ def _pattern_segments(lowered: list[str]) -> tuple[list[str], NDArray[np.int64]]
     segments: list[str] = []
     owner: list[int] = []
     for i, text in enumerate(lowered):
-        found = _PATTERN_RE.findall(text) if _PATTERN_HINT_RE.search(text) else []
+        if not _PATTERN_HINT_RE.search(text):
+            continue
+        found = [m.group() for m in islice(_PATTERN_RE.finditer(text), MAX_PATTERN_TOKENS)]
         if found:
             segments.append(
                 " ".join(

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from model.features import MAX_CHARS
+
 # Toxic-lexicon features: the toxic-spans set marks *which words* raters found toxic. Its posts
 # are all toxic (no negatives), so instead of training on whole posts (which teaches news
 # topics) we take the words raters marked and count them in every comment.
@@ -19,8 +21,11 @@ _LEXICON_WORD_RE = re.compile(r"\w+")
 
 
 def lexicon_words(text: str, lexicon: frozenset[str]) -> list[str]:
-    """Return the lexicon words in a (normalised) text, in order, lower-cased."""
-    return [w for w in _LEXICON_WORD_RE.findall(text.lower()) if w in lexicon]
+    """Return the lexicon words in a (normalised) text, in order, lower-cased.
+
+    Like the n-grams, only the first MAX_CHARS characters count (the batch path counts the
+    hasher's tokens, so all paths must see the same span)."""
+    return [w for w in _LEXICON_WORD_RE.findall(text[:MAX_CHARS].lower()) if w in lexicon]
 
 
 def lexicon_row(text: str, lexicon: frozenset[str]) -> tuple[float, float]:

@@ -255,7 +255,8 @@ def _ngram_reasons(
                 reasons.append(Reason(kind, label, f"contains a {kind}", round(weight, 3)))
             continue
         if pattern := _pattern_reason(gram, label, weight):
-            reasons.append(pattern)
+            if all(r.code not in ("number", "currency") for r in reasons):  # one, the strongest
+                reasons.append(pattern)
             continue
         reasons.append(
             Reason("ngram", label, f'"{gram}" raises the {label} score', round(weight, 3))
@@ -272,12 +273,14 @@ def _pattern_reason(gram: str, label: str, weight: float) -> Reason | None:
         if number:
             digits = int(number.group(1))
             more = " or more" if digits >= MAX_NUMBER_LENGTH else ""  # lengths are capped
-            parts.append(f"a number of {digits}{more} digits")
+            part = f"a number of {digits}{more} digits"
         elif token == CURRENCY_TOKEN:
-            parts.append("a currency sign")
+            part = "a currency sign"
         else:
             return None
-    code = "currency" if all(p == "a currency sign" for p in parts) else "number"
+        if part not in parts:  # "xcurx xcurx" is one currency sign in the message
+            parts.append(part)
+    code = "currency" if parts == ["a currency sign"] else "number"
     return Reason(code, label, "contains " + " and ".join(parts), round(weight, 3))
 
 

@@ -99,6 +99,7 @@ def test_batch_scores_match_single_scores(classifier: Classifier) -> None:
         "you absolute clown 🤡",
         "WIN £250 cash! Call 09061701461 or txt 87121 now",
         "$5 $5 $5 for 12345678901234567890",
+        "a " * 1499 + "idiot fuck stupid",  # past MAX_CHARS: no path may count these words
     ]
     batch = classifier.score_batch(texts)
     for text, (spam, toxic) in zip(texts, batch, strict=True):
@@ -150,6 +151,8 @@ def test_normalise_strips_markup_and_styled_letters() -> None:
         (("a-" * 31 + "a.") * 9 + "comx.") * 100 + " .com",  # a word boundary at every dash
         ("<a " + "href=" * 140) * 90,  # link targets that could give characters back
         "\ud800 a lone surrogate",
+        "$" * 64_000,  # a pattern token per character, were they not capped
+        "$123" * 16_000,
     ],
 )
 def test_hostile_comments_cannot_stall_a_worker(classifier: Classifier, text: str) -> None:
@@ -205,7 +208,7 @@ def test_text_shape_raises_spam_only(classifier: Classifier) -> None:
 def test_numbers_and_prices_count_by_their_shape() -> None:
     """A phone number or price adds a token for its length (or the currency sign), so two
     spam texts with different numbers share features; the tokens never pair with words."""
-    from model.features import NgramHasher
+    from model.features import MAX_PATTERN_TOKENS, NgramHasher
 
     hasher = NgramHasher()
     a = hasher.occurrences(["Call 09061701461 to claim £900"], with_labels=True)
@@ -219,7 +222,9 @@ def test_numbers_and_prices_count_by_their_shape() -> None:
     short = hasher.occurrences(["I was 12 or 13"], with_labels=True)
     assert not any("xnum" in g for g in short.labels)  # runs under three digits add nothing
     long = hasher.occurrences(["1" * 40], with_labels=True)
-    assert "xnum12x" in long.labels  # lengths are capped
+    assert "xnum12x" in long.labels  # lengths are capped…
+    many = hasher.occurrences(["$" * 3000], with_labels=True)
+    assert many.tokens.count("xcurx") == MAX_PATTERN_TOKENS  # …and so is their number
 
 
 def test_a_phone_number_is_named_as_a_spam_reason(classifier: Classifier) -> None:
@@ -227,8 +232,13 @@ def test_a_phone_number_is_named_as_a_spam_reason(classifier: Classifier) -> Non
     score = classifier.score("URGENT! Your mobile won a £2000 prize. Call 09061701461 now")
     assert score.spam > classifier.thresholds.spam_hold
     patterns = [r for r in score.reasons if r.code in ("number", "currency") and r.label == "spam"]
-    assert any(r.message == "contains a number of 11 digits" for r in patterns)
+    assert [r.message for r in patterns] == ["contains a number of 11 digits"]  # one, in words
     assert all("xnum" not in r.message and "xcur" not in r.message for r in score.reasons)
+    prices = classifier.score("Only $5 $5 $5 $5, born 1987, paid $300", (0.0, 0.0))
+    for label in ("spam", "toxic"):
+        mine = [r for r in prices.reasons if r.code in ("number", "currency") and r.label == label]
+        assert len(mine) <= 1
+        assert all(r.message.count("a currency sign") <= 1 for r in mine)
 
 
 def test_text_signals_measure_links_and_capitals() -> None:
@@ -279,6 +289,7 @@ def test_training_features_and_scoring_agree(classifier: Classifier) -> None:
             "ok ok ok",
             "",
             "Call 09061701461 to claim £900, only £1.50/msg",
+            "a " * 1499 + "idiot fuck stupid",
         )
     ]
     hasher = NgramHasher.from_config(classifier.metadata["config"])
