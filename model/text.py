@@ -53,7 +53,8 @@ def normalise(text: str) -> str:
         text = unicodedata.normalize("NFKC", text)  # fullwidth and styled letters → plain
     if "<" in text:
         text = _TAG_RE.sub(" ", _HREF_RE.sub(r" \1 ", text))
-    text = _INVISIBLE_RE.sub("", text)
+    if not text.isascii():  # the invisible marks are all non-ASCII
+        text = _INVISIBLE_RE.sub("", text)
     if "URL" in text:
         text = _URL_PLACEHOLDER_RE.sub(" xurlx ", text)
     if _URL_HINT_RE.search(text):
