@@ -227,13 +227,14 @@ class NgramHasher:
         word_doc = np.repeat(np.arange(len(per_doc), dtype=np.int64), counts)
         padded = np.fromiter(map(len, words), dtype=np.int64, count=len(words)) + 2
         codes = _codes(" " + "  ".join(words) + " ")  # each word as " word ", back to back
-        word_of = np.repeat(np.arange(len(words), dtype=np.int64), padded)
-        doc_of = word_doc[word_of]
+        doc_of = np.repeat(word_doc, padded)
         # Characters left in the padded word from each position (an n-gram must fit in it).
         room = np.repeat(np.cumsum(padded), padded) - np.arange(codes.size, dtype=np.int64)
         lo, hi = self.char_ngrams
         h = codes.copy()
         docs, cols, origin = [], [], []
+        if with_origin:  # only explanations need it; batches skip it
+            word_of = np.repeat(np.arange(len(words), dtype=np.int64), padded)
         for n in range(1, hi + 1):
             if n > 1:
                 h = h[:-1] * _P + codes[n - 1 :]  # h[i] hashes text[i : i + n]
@@ -241,12 +242,11 @@ class NgramHasher:
                 continue
             at = np.flatnonzero(room[: h.size] >= n)
             cols.append(_bucket(h[at], self.char_features, salt=n))
-            if with_origin:  # only explanations need it; batches skip the gather
+            if with_origin:
                 origin.append(word_of[at])
             docs.append(doc_of[at])
-        cols = [c + self.word_features for c in cols]
         origins = np.concatenate(origin) if origin else np.zeros(0, dtype=np.int64)
-        return np.concatenate(docs), np.concatenate(cols), origins, words
+        return np.concatenate(docs), np.concatenate(cols) + self.word_features, origins, words
 
 
 def _pattern_segments(lowered: list[str]) -> tuple[list[str], NDArray[np.int64]]:
