@@ -36,6 +36,7 @@ _MIN_SHAPE_REASON_WEIGHT = 0.5  # the shape columns move most scores a little; r
 _BATCH_CHUNK = 4096
 _PLACEHOLDER_RE = re.compile(r"xurlx|xuserx|xdomx")
 _EDGE_PUNCT_RE = re.compile(r"^\W+|\W+$")
+_PATTERN_CODES = ("number", "currency")  # reason codes of the pattern tokens
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ def _ngram_reasons(
                 reasons.append(Reason(kind, label, f"contains a {kind}", round(weight, 3)))
             continue
         if pattern := _pattern_reason(gram, label, weight):
-            if all(r.code not in ("number", "currency") for r in reasons):  # one, the strongest
+            if all(r.code not in _PATTERN_CODES for r in reasons):  # one, the strongest
                 reasons.append(pattern)
             continue
         reasons.append(
@@ -268,19 +269,19 @@ def _pattern_reason(gram: str, label: str, weight: float) -> Reason | None:
     """Describe number-length and currency pattern tokens (one, or a pair of them), or return
     None for any other n-gram."""
     parts: list[str] = []
+    code = "currency"
     for token in gram.split(" "):
         number = NUMBER_TOKEN_RE.match(token)
         if number:
             digits = int(number.group(1))
             more = " or more" if digits >= MAX_NUMBER_LENGTH else ""  # lengths are capped
-            part = f"a number of {digits}{more} digits"
+            part, code = f"a number of {digits}{more} digits", "number"
         elif token == CURRENCY_TOKEN:
             part = "a currency sign"
         else:
             return None
         if part not in parts:  # "xcurx xcurx" is one currency sign in the message
             parts.append(part)
-    code = "currency" if parts == ["a currency sign"] else "number"
     return Reason(code, label, "contains " + " and ".join(parts), round(weight, 3))
 
 
