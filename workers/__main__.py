@@ -100,7 +100,33 @@ def beat() -> None:
     settings = _settings()
     configure_logging(settings.log_level)
     app = create_celery(settings)
-    app.start(argv=["beat", "--loglevel=INFO"])
+    # The schedule file goes beside the models: the working directory may not be writable
+    # (the container's /app is not).
+    schedule = settings.model_dir.parent / "celerybeat-schedule"
+    app.start(argv=["beat", "--loglevel=INFO", f"--schedule={schedule}"])
+
+
+@main.command()
+@click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for replies.")
+@click.option(
+    "--node",
+    default=None,
+    help="Worker node name to ask (default: celery@<this host>, the worker in this container).",
+)
+def ping(timeout: float, node: str | None) -> None:
+    """Exit 0 if the worker answers a ping through the broker (container health checks)."""
+    import socket
+
+    settings = _settings()
+    app = create_celery(settings)
+    destination = node or f"celery@{socket.gethostname()}"
+    try:
+        replies = app.control.ping(destination=[destination], timeout=timeout)
+    except Exception as exc:  # any broker failure means "not healthy"
+        raise click.ClickException(f"no answer from {destination}: {type(exc).__name__}") from None
+    if not replies:
+        raise click.ClickException(f"no answer from {destination} within {timeout}s")
+    click.echo(f"{destination}: ok")
 
 
 @main.command()

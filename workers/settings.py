@@ -53,7 +53,7 @@ class Settings:
     # Scoring pipeline
     sweep_after_seconds: float = 60.0
     sweep_interval_seconds: float = 30.0
-    task_max_retries: int = 5
+    task_max_retries: int = 6  # a batch's retries while Redis is unreachable (~13 s)
     visibility_timeout_seconds: int = 3600
     # Public listing
     page_size: int = 50

@@ -30,8 +30,18 @@ log = logging.getLogger(__name__)
 # Redis hiccups are transient: retry with backoff. Anything else is a poison comment.
 TRANSIENT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 POISON_ATTEMPTS = 3
-# How long a batch waits for Redis to come back before leaving its comments to the sweep.
-REDIS_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+# How long a batch waits for Redis to come back before leaving its comments to the sweep:
+# MODERATION_TASK_MAX_RETRIES retries, the n-th after min(0.2 * 2**n, 8) seconds.
+REDIS_RETRY_FIRST_DELAY = 0.2
+REDIS_RETRY_MAX_DELAY = 8.0
+
+
+def redis_retry_delays(retries: int) -> tuple[float, ...]:
+    """Return the waits between a batch's attempts while Redis is unreachable."""
+    return tuple(
+        min(REDIS_RETRY_FIRST_DELAY * 2**n, REDIS_RETRY_MAX_DELAY) for n in range(max(retries, 0))
+    )
+
 
 _runtimes: dict[int, Runtime] = {}
 
@@ -107,7 +117,7 @@ def _job(request: SimpleRequest) -> tuple[str, str] | None:
 
 def score_jobs(app: Celery, runtime: Runtime, jobs: list[tuple[str, str]]) -> dict[str, str]:
     """Decide a batch of comments; retry the batch while Redis is unreachable."""
-    for delay in (*REDIS_RETRY_DELAYS, None):
+    for delay in (*redis_retry_delays(runtime.settings.task_max_retries), None):
         try:
             return _score_jobs(app, runtime, jobs)
         except TRANSIENT_ERRORS as exc:

@@ -1,0 +1,93 @@
+"""Worker operations: retries while Redis is unreachable, the health-check ping, beat."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from tests.conftest import ROOT, WorkerProcess, wait_for
+from workers.celery_app import create_celery
+from workers.runtime import Runtime
+from workers.settings import Settings
+from workers.tasks import redis_retry_delays, score_jobs
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_retry_waits_double_up_to_a_cap() -> None:
+    assert redis_retry_delays(0) == ()
+    assert redis_retry_delays(3) == pytest.approx((0.2, 0.4, 0.8))
+    assert max(redis_retry_delays(10)) == 8.0
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_batch_retries_as_configured_then_leaves_comments_to_the_sweep(
+    settings: Settings, retries: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = settings.with_overrides(
+        redis_url=f"redis://127.0.0.1:{_closed_port()}/0", task_max_retries=retries
+    )
+    app = create_celery(down)
+    caplog.set_level(logging.WARNING, logger="workers.tasks")
+    with pytest.raises(redis_lib.exceptions.ConnectionError):
+        score_jobs(app, Runtime(down), [("c-1", "req-1")])
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("Redis unavailable; retrying batch") == retries
+    assert messages.count("Redis unavailable; batch left for the sweep") == 1
+
+
+def _workers_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # our own CLI, fixed arguments
+        [sys.executable, "-m", "workers", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_ping_succeeds_for_a_running_worker_and_fails_clearly_without_one(
+    worker: WorkerProcess, worker_env: dict[str, str]
+) -> None:
+    found = _workers_cli(worker_env, "ping", "--timeout", "5")
+    assert found.returncode == 0, found.stderr
+    assert f"celery@{socket.gethostname()}: ok" in found.stdout
+    missing = _workers_cli(worker_env, "ping", "--node", "celery@nowhere", "--timeout", "0.5")
+    assert missing.returncode == 1
+    assert "no answer from celery@nowhere" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_beat_keeps_its_schedule_beside_the_models_not_in_the_working_directory(
+    worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The container's working directory is not writable, so beat must not write there."""
+    state, cwd = tmp_path / "state", tmp_path / "cwd"
+    (state / "models").mkdir(parents=True)
+    cwd.mkdir()
+    env = {**worker_env, "PYTHONPATH": str(ROOT), "MODERATION_MODEL_DIR": str(state / "models")}
+    proc = subprocess.Popen(  # our own CLI, fixed arguments
+        [sys.executable, "-m", "workers", "beat"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_for(lambda: list(state.glob("celerybeat-schedule*")), timeout=20)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert not list(cwd.iterdir())
