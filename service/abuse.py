@@ -12,8 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from service.auth import current_moderator
 from workers.privacy import ip_digest
 from workers.settings import Settings
-
-RATE_LIMIT_PREFIX = "mod-rl"
+from workers.store import RATE_LIMIT_PREFIX
 
 
 def client_key() -> str:

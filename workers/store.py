@@ -18,6 +18,9 @@ from typing import Any, Literal
 import redis
 
 PREFIX = "mod:"
+# Flask-Limiter's counters (service/abuse.py) live under this prefix; erasure finds them by
+# the author digest in their names.
+RATE_LIMIT_PREFIX = "mod-rl"
 QUEUES = ("pending", "approved", "rejected", "spam")
 Queue = Literal["pending", "approved", "rejected", "spam"]
 # Processing state of a comment: "queued" until scored, then "scored" or "moderated".
