@@ -166,6 +166,24 @@ def test_unpaired_surrogate_escapes_in_json_are_refused_not_crashed_on(
         assert response.status_code in (400, 404, 422)
 
 
+@pytest.mark.parametrize("field", ["comment", "author", "url", "post_id"])
+def test_an_unpaired_surrogate_in_an_otherwise_valid_comment_is_a_400(
+    web: FlaskClient, field: str
+) -> None:
+    """A complete submission must be refused at the edge, not reach Redis (it gave a 500)."""
+    valid = {
+        "post_id": "p1",
+        "comment": "A perfectly ordinary remark.",
+        "author": "A",
+        "email": "a@example.com",
+        "url": "https://example.org/me",
+    }
+    body = json.dumps({**valid, field: valid[field] + "\ud800"})  # ensure_ascii: "\\ud800"
+    response = web.post("/api/v1/comments", data=body, content_type="application/json")
+    no_server_error(response)
+    assert response.status_code == 400, response.get_data(as_text=True)
+
+
 def test_a_paired_surrogate_escape_is_an_ordinary_emoji(web: FlaskClient) -> None:
     body = '{"post_id":"p1","comment":"Lovely \\ud83d\\ude00","author":"A","email":"a@example.com"}'
     response = web.post("/api/v1/comments", data=body, content_type="application/json")
