@@ -335,6 +335,10 @@ def audit_log() -> Response:
 
 
 def _is_stream_id(value: str) -> bool:
+    """Return True for a stream id Redis accepts as an exclusive upper bound."""
     ms, _, seq = value.partition("-")
     # isascii: str.isdigit() also accepts "²", which Redis refuses as a stream id.
-    return value.isascii() and ms.isdigit() and seq.isdigit() and len(value) < 42
+    if not (value.isascii() and ms.isdigit() and seq.isdigit() and len(value) < 42):
+        return False
+    # Each part is a 64-bit unsigned number, and nothing lies before 0-0.
+    return int(ms) < 2**64 and int(seq) < 2**64 and (int(ms), int(seq)) != (0, 0)

@@ -262,6 +262,25 @@ def test_every_read_endpoint_answers_hostile_paths_and_queries_without_a_server_
         no_server_error(web.get(path, headers=headers))
 
 
+@pytest.mark.parametrize(
+    ("cursor", "status"),
+    [
+        ("0-0", 400),  # nothing lies before the first possible id; Redis refuses "(0-0"
+        ("18446744073709551616-0", 400),  # beyond 64 bits: Redis refuses it
+        ("1-99999999999999999999", 400),
+        ("18446744073709551615-18446744073709551615", 200),  # the largest id is fine
+        ("1-0", 200),
+    ],
+)
+def test_audit_cursors_redis_would_refuse_are_a_400_naming_the_cursor(
+    web: FlaskClient, cursor: str, status: int
+) -> None:
+    response = web.get(f"/api/v1/moderation/audit?cursor={cursor}", headers=AUTH)
+    assert response.status_code == status, response.get_data(as_text=True)
+    if status == 400:
+        assert "cursor" in response.get_json()["errors"]
+
+
 @given(
     comment_id=st.one_of(any_text, st.just("0" * 24)),
     body=json_values,
