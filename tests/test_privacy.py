@@ -100,6 +100,35 @@ def test_export_then_erase_leaves_no_trace_of_the_address(
     assert client.post("/api/v1/moderation/undo", headers=moderator).status_code == 409
 
 
+def test_erasure_reaches_a_comment_a_moderator_deleted_and_it_cannot_be_undone_back(
+    client: FlaskClient, settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """A deleted comment leaves the author index but stays on the admin's undo stack."""
+    runtime = Runtime(settings)
+    store = runtime.store
+    admin = {"Authorization": "Bearer " + create_token(store, "dpo", "admin")}
+    body = {"post_id": "p-del", "comment": "Zebra crossing remark.", "author": "E", "email": EMAIL}
+    comment_id = client.post("/api/v1/comments", json=body).get_json()["id"]
+    encrypted = store.get(comment_id)["email_enc"]
+    deleted = client.post(
+        f"/api/v1/moderation/comments/{comment_id}/decision",
+        json={"action": "delete", "note": "reader asked by phone"},
+        headers=admin,
+    )
+    assert deleted.status_code == 200
+
+    report = client.post("/api/v1/privacy/erase", json={"email": EMAIL}, headers=admin).get_json()
+    assert report["undo_entries_removed"] == 1
+    assert report["audit_entries_removed"] >= 1  # the deletion, with its note
+
+    assert client.post("/api/v1/moderation/undo", headers=admin).status_code == 409
+    exported = client.post("/api/v1/privacy/export", json={"email": EMAIL}, headers=admin)
+    assert exported.get_json()["count"] == 0
+    everything = dump_everything(redis)
+    for trace in [encrypted, runtime.vault.digest(EMAIL), "Zebra", "reader asked by phone"]:
+        assert trace not in everything, trace
+
+
 def test_privacy_requests_need_a_valid_address(client: FlaskClient, settings: Settings) -> None:
     admin = {"Authorization": "Bearer " + create_token(Runtime(settings).store, "dpo", "admin")}
     for body in ({}, {"email": ""}, {"email": "no-at-sign"}, {"email": ["x@y.org"]}):

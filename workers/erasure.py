@@ -52,13 +52,16 @@ def erase_by_email(store: CommentStore, vault: EmailVault, email: str, actor: st
         if store.delete(record):
             report.comments_deleted += 1
             report.comment_ids.append(record["id"])
+    # Comments a moderator deleted are no longer indexed by author, but an undo entry still
+    # holds each whole record: those, and every audit entry about them, go as well.
+    gone = set(ids) | store.deleted_comment_ids_by_author(digest)
     # Audit entries may hold moderators' notes about the reader: they go too, and one entry
     # records the erasure itself (opaque ids only).
-    report.audit_entries_removed = store.drop_audit_entries(set(ids))
+    report.audit_entries_removed = store.drop_audit_entries(gone)
     store.append_audit_event(
         {"actor": actor, "action": "erase", "comments_deleted": report.comments_deleted}
     )
-    report.undo_entries_removed = store.drop_undo_entries(set(ids))
+    report.undo_entries_removed = store.drop_undo_entries(gone)
     # Anything else keyed by the author's digest: the author index, rate-limit counters.
     report.other_keys_removed = store.delete_keys_mentioning(digest)
     return report

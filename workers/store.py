@@ -688,6 +688,20 @@ class CommentStore:
         raw = self.redis.lpop(undo_key(moderator))
         return json.loads(raw) if raw else None
 
+    def deleted_comment_ids_by_author(self, digest: str) -> set[str]:
+        """Return ids of an author's deleted comments still kept for undo (for erasure).
+
+        A deleted comment has left the author index, but the undo stack holds its whole
+        record (encrypted email included) until it expires."""
+        found: set[str] = set()
+        for key in self.redis.scan_iter(f"{PREFIX}undo:*", count=500):
+            for raw in self.redis.lrange(key, 0, -1):
+                entry = json.loads(raw)
+                record = entry.get("record") or {}
+                if entry.get("kind") == "delete" and record.get("email_digest") == digest:
+                    found.add(str(entry.get("comment_id")))
+        return found
+
     def drop_undo_entries(self, comment_ids: set[str]) -> int:
         """Remove undo entries that mention any of comment_ids (for erasure); return count."""
         removed = 0
