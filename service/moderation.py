@@ -17,6 +17,7 @@ from workers.moderation import (
     Moderator,
     add_note,
     apply_decision,
+    remember_bulk,
     undo_last,
 )
 from workers.privacy import mask_email
@@ -190,17 +191,25 @@ def _body() -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _act(comment_id: str, action: str, note: str) -> tuple[int, dict[str, Any]]:
-    """Apply one action as the current moderator; return (HTTP status, result body)."""
+def _act(
+    comment_id: str, action: str, note: str, steps: list[dict[str, Any]] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """Apply one action as the current moderator; return (HTTP status, result body).
+
+    With ``steps`` (a bulk action) the undo step is appended there instead of remembered."""
     moderator = _moderator()
     if not moderator.may(action):
         return 403, {"error": f"action {action!r} needs an admin token"}
     if not is_comment_id(comment_id):
         return 404, {"error": "no comment with that id"}
     svc = services()
-    result = apply_decision(svc.runtime.store, comment_id, action, moderator.name, note)
+    result = apply_decision(
+        svc.runtime.store, comment_id, action, moderator.name, note, remember=steps is None
+    )
     if not result.found:
         return 404, {"error": "no comment with that id"}
+    if steps is not None and result.undo_step is not None:
+        steps.append(result.undo_step)
     if result.deleted:
         return 200, {"id": comment_id, "deleted": True, "previous_queue": result.previous_queue}
     notify_decision(svc.celery, svc.runtime, comment_id)
@@ -254,13 +263,17 @@ def bulk() -> Response:
     if errors:
         return problem(422, "Unprocessable Content", "Invalid bulk action.", errors=errors)
     results = {}
-    for comment_id in dict.fromkeys(ids or ()):
-        status, result = _act(comment_id, body["action"], body.get("note", ""))
-        results[comment_id] = {
-            "status": status,
-            **({"queue": result.get("queue")} if status == 200 and "queue" in result else {}),
-            **({"error": result["error"]} if "error" in result else {}),
-        }
+    steps: list[dict[str, Any]] = []
+    try:
+        for comment_id in dict.fromkeys(ids or ()):
+            status, result = _act(comment_id, body["action"], body.get("note", ""), steps)
+            results[comment_id] = {
+                "status": status,
+                **({"queue": result.get("queue")} if status == 200 and "queue" in result else {}),
+                **({"error": result["error"]} if "error" in result else {}),
+            }
+    finally:  # one undo reverts the whole bulk action (what was applied of it)
+        remember_bulk(services().runtime.store, _moderator().name, steps)
     return _json({"action": body["action"], "results": results})
 
 
@@ -269,15 +282,32 @@ def bulk() -> Response:
 def undo() -> Response:
     """Undo the calling moderator's most recent action."""
     svc = services()
-    result = undo_last(svc.runtime.store, _moderator().name)
-    if result is None:
+    undone = undo_last(svc.runtime.store, _moderator().name)
+    if undone is None:
         return problem(409, "Conflict", "There is nothing to undo.")
+    if undone.bulk:
+        results: dict[str, dict[str, Any]] = {}
+        for comment_id, one in undone.results.items():
+            if one.conflict:
+                results[comment_id] = {"status": 409, "error": _UNDO_CONFLICT}
+            elif not one.found or one.comment is None:
+                results[comment_id] = {"status": 404, "error": "no comment with that id"}
+            else:
+                notify_decision(svc.celery, svc.runtime, comment_id)
+                results[comment_id] = {"status": 200, "queue": one.comment.get("queue")}
+        return _json({"action": "undo", "results": results})
+    (result,) = undone.results.values()
+    if result.conflict:
+        return problem(409, "Conflict", _UNDO_CONFLICT)
     if not result.found or result.comment is None:
         return problem(409, "Conflict", "The comment of the last action no longer exists.")
     notify_decision(svc.celery, svc.runtime, result.comment["id"])
     view = moderator_view(result.comment)
     view["previous_queue"] = result.previous_queue
     return _json(view)
+
+
+_UNDO_CONFLICT = "A later decision changed this comment; undo would overwrite it, so it was kept."
 
 
 @bp.post("/comments/<comment_id>/notes")

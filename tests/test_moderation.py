@@ -251,6 +251,77 @@ def test_undo_reverts_the_moderators_last_action_only(
     ] == "undo"
 
 
+def test_undo_never_overwrites_a_later_decision_by_someone_else(
+    client: FlaskClient,
+    settings: Settings,
+    tokens: dict[str, dict[str, str]],
+    redis: redis_lib.Redis,
+) -> None:
+    (comment_id,) = submit_scored(client, settings, TEXTS[3:4])
+    alice, root = tokens["alice"], tokens["root"]
+    decide = f"/api/v1/moderation/comments/{comment_id}/decision"
+    client.post(decide, json={"action": "reject"}, headers=alice)
+    client.post(decide, json={"action": "approve"}, headers=root)
+    refused = client.post("/api/v1/moderation/undo", headers=alice)
+    assert refused.status_code == 409
+    assert "later decision" in refused.get_json()["detail"]
+    assert redis.hget(f"mod:c:{comment_id}", "queue") == "approved"
+    assert redis.hget(f"mod:c:{comment_id}", "moderated_by") == "root"
+    assert redis.zscore("mod:labeled", comment_id) is not None  # root's label stays
+    # root's own undo still works, and then alice's earlier decision is current again.
+    assert client.post("/api/v1/moderation/undo", headers=root).status_code == 200
+    assert redis.hget(f"mod:c:{comment_id}", "queue") == "rejected"
+
+
+def test_one_undo_reverts_a_whole_bulk_action(
+    client: FlaskClient,
+    settings: Settings,
+    tokens: dict[str, dict[str, str]],
+    redis: redis_lib.Redis,
+) -> None:
+    """More comments than the undo stack is deep (20): one undo still brings all back."""
+    ids = submit_scored(client, settings, [f"{TEXTS[0]} ({n})" for n in range(30)])
+    before = {i: redis.hget(f"mod:c:{i}", "queue") for i in ids}
+    alice = tokens["alice"]
+    client.post(
+        f"/api/v1/moderation/comments/{ids[0]}/decision", json={"action": "approve"}, headers=alice
+    )
+    bulk = client.post(
+        "/api/v1/moderation/bulk", json={"action": "spam", "ids": ids}, headers=alice
+    )
+    assert all(r["status"] == 200 for r in bulk.get_json()["results"].values())
+    undone = client.post("/api/v1/moderation/undo", headers=alice)
+    assert undone.status_code == 200
+    results = undone.get_json()["results"]
+    assert set(results) == set(ids) and all(r["status"] == 200 for r in results.values())
+    assert redis.hget(f"mod:c:{ids[0]}", "queue") == "approved"  # the earlier single action
+    assert all(redis.hget(f"mod:c:{i}", "queue") == before[i] for i in ids[1:])
+    assert client.post("/api/v1/moderation/undo", headers=alice).status_code == 200
+    assert redis.hget(f"mod:c:{ids[0]}", "queue") == before[ids[0]]
+
+
+def test_undoing_a_decision_made_before_scoring_sends_the_comment_to_be_scored(
+    client: FlaskClient,
+    settings: Settings,
+    tokens: dict[str, dict[str, str]],
+    redis: redis_lib.Redis,
+) -> None:
+    comment_id = client.post("/api/v1/comments", json={**BASE, "comment": TEXTS[0]}).get_json()[
+        "id"
+    ]
+    assert redis.hget(f"mod:c:{comment_id}", "state") == "queued"
+    client.post(
+        f"/api/v1/moderation/comments/{comment_id}/decision",
+        json={"action": "approve"},
+        headers=tokens["alice"],
+    )
+    assert redis.zscore("mod:unscored", comment_id) is None
+    assert client.post("/api/v1/moderation/undo", headers=tokens["alice"]).status_code == 200
+    assert redis.hget(f"mod:c:{comment_id}", "state") == "queued"
+    store = Runtime(settings).store
+    assert comment_id in store.stale_unscored(older_than_us=1)
+
+
 def test_detail_shows_history_and_an_append_only_audit_trail(
     client: FlaskClient, settings: Settings, tokens: dict[str, dict[str, str]]
 ) -> None:

@@ -129,6 +129,28 @@ def test_erasure_reaches_a_comment_a_moderator_deleted_and_it_cannot_be_undone_b
         assert trace not in everything, trace
 
 
+def test_erasure_takes_the_reader_out_of_a_bulk_undo_and_keeps_the_rest(
+    client: FlaskClient, settings: Settings, redis: redis_lib.Redis
+) -> None:
+    runtime = Runtime(settings)
+    admin = {"Authorization": "Bearer " + create_token(runtime.store, "dpo", "admin")}
+    ids = {}
+    for email in (EMAIL, OTHER):
+        body = {"post_id": "p-bulk", "comment": f"Bulk remark by {email[:4]}.", "author": "B"}
+        ids[email] = client.post("/api/v1/comments", json={**body, "email": email}).get_json()["id"]
+    client.post(
+        "/api/v1/moderation/bulk",
+        json={"action": "delete", "ids": list(ids.values())},
+        headers=admin,
+    )
+    report = client.post("/api/v1/privacy/erase", json={"email": EMAIL}, headers=admin).get_json()
+    assert report["undo_entries_removed"] == 1
+    undone = client.post("/api/v1/moderation/undo", headers=admin).get_json()
+    assert list(undone["results"]) == [ids[OTHER]]
+    assert runtime.store.get(ids[OTHER]) is not None and runtime.store.get(ids[EMAIL]) is None
+    assert runtime.vault.digest(EMAIL) not in dump_everything(redis)
+
+
 def test_privacy_requests_need_a_valid_address(client: FlaskClient, settings: Settings) -> None:
     admin = {"Authorization": "Bearer " + create_token(Runtime(settings).store, "dpo", "admin")}
     for body in ({}, {"email": ""}, {"email": "no-at-sign"}, {"email": ["x@y.org"]}):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from workers.metrics import record_moderator_decision
-from workers.store import STATE_MODERATED, CommentStore, iso_now
+from workers.store import STATE_MODERATED, STATE_QUEUED, CommentStore, iso_now
 
 Role = Literal["moderator", "admin"]
 ROLES: tuple[Role, ...] = ("moderator", "admin")
@@ -32,6 +32,16 @@ class DecisionResult:
     comment: dict[str, Any] | None = None
     previous_queue: str = ""
     deleted: bool = False
+    conflict: bool = False  # undo refused: a later decision changed the comment since
+    undo_step: dict[str, Any] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class UndoResult:
+    """What undoing a moderator's last action did: one comment, or every comment of a bulk."""
+
+    bulk: bool
+    results: dict[str, DecisionResult]
 
 
 @dataclass(frozen=True)
@@ -45,9 +55,18 @@ class Moderator:
 
 
 def apply_decision(
-    store: CommentStore, comment_id: str, action: str, moderator: str, note: str = ""
+    store: CommentStore,
+    comment_id: str,
+    action: str,
+    moderator: str,
+    note: str = "",
+    *,
+    remember: bool = True,
 ) -> DecisionResult:
-    """Apply one moderator action atomically and remember how to undo it."""
+    """Apply one moderator action atomically and remember how to undo it.
+
+    With ``remember=False`` the undo step is returned (``undo_step``) instead of pushed, so a
+    bulk action can be undone as one (``remember_bulk``)."""
     record = store.get(comment_id)
     if record is None:
         return DecisionResult(found=False)
@@ -56,12 +75,19 @@ def apply_decision(
         trail = store.audit_trail(comment_id)
         if not store.delete(record, audit={**audit, "to": "deleted"}):
             return DecisionResult(found=False)
-        store.push_undo(
-            moderator,
-            {"comment_id": comment_id, "kind": "delete", "record": record, "trail": trail},
+        step: dict[str, Any] = {
+            "comment_id": comment_id,
+            "kind": "delete",
+            "record": record,
+            "trail": trail,
+        }
+        if remember:
+            store.push_undo(moderator, step)
+        return DecisionResult(
+            found=True, previous_queue=str(record.get("queue")), deleted=True, undo_step=step
         )
-        return DecisionResult(found=True, previous_queue=str(record.get("queue")), deleted=True)
     queue = ACTIONS[action]
+    decision_id = secrets.token_hex(8)
     result = store.transition(
         record,
         queue,
@@ -72,6 +98,7 @@ def apply_decision(
             "moderated_at": iso_now(),
             "moderator_action": action,
             "decided_by": "moderator",
+            "decision_id": decision_id,
         },
         label_it=True,
         audit={**audit, "to": queue},
@@ -79,20 +106,49 @@ def apply_decision(
     if not result.applied:
         return DecisionResult(found=False)
     record_moderator_decision(record, action, queue)
-    store.push_undo(
-        moderator, {"comment_id": comment_id, "kind": "transition", "before": result.before}
+    step = {
+        "comment_id": comment_id,
+        "kind": "transition",
+        "before": result.before,
+        "decision_id": decision_id,
+    }
+    if remember:
+        store.push_undo(moderator, step)
+    return DecisionResult(
+        found=True,
+        comment=store.get(comment_id),
+        previous_queue=result.previous,
+        undo_step=step,
     )
-    return DecisionResult(found=True, comment=store.get(comment_id), previous_queue=result.previous)
 
 
-def undo_last(store: CommentStore, moderator: str) -> DecisionResult | None:
-    """Revert the moderator's most recent action; None when there is nothing to undo."""
+def remember_bulk(store: CommentStore, moderator: str, steps: list[dict[str, Any]]) -> None:
+    """Remember a bulk action's undo steps as one entry: one undo reverts all of them."""
+    if steps:
+        store.push_undo(moderator, {"kind": "bulk", "steps": steps})
+
+
+def undo_last(store: CommentStore, moderator: str) -> UndoResult | None:
+    """Revert the moderator's most recent action (all of a bulk); None if there is none."""
     entry = store.pop_undo(moderator)
     if entry is None:
         return None
+    if entry.get("kind") == "bulk":
+        steps = list(entry.get("steps") or [])
+        results = {str(s["comment_id"]): _undo_step(store, moderator, s) for s in steps[::-1]}
+        return UndoResult(bulk=True, results=dict(reversed(results.items())))
+    return UndoResult(
+        bulk=False, results={str(entry["comment_id"]): _undo_step(store, moderator, entry)}
+    )
+
+
+def _undo_step(store: CommentStore, moderator: str, entry: dict[str, Any]) -> DecisionResult:
     comment_id = str(entry["comment_id"])
+    expect = None
     if entry["kind"] == "delete":
         record = entry["record"]
+        if store.get(comment_id) is not None:
+            return DecisionResult(found=True, conflict=True)
         store.restore(record, entry.get("trail", []))
         before = {k: record.get(k, "") for k in ("state", "status")}
         queue = str(record.get("queue", "pending"))
@@ -102,18 +158,27 @@ def undo_last(store: CommentStore, moderator: str) -> DecisionResult | None:
         record = store.get(comment_id)
         if record is None:
             return DecisionResult(found=False)
+        if entry.get("decision_id"):  # entries written before decision ids apply as before
+            expect = ("decision_id", str(entry["decision_id"]))
     result = store.transition(
         record,
         queue,
         allowed_states=None,
         fields={k: v for k, v in before.items() if k != "status"},
         audit={"actor": moderator, "action": "undo", "to": queue, "undone": entry["kind"]},
+        expect=expect,
     )
+    if result.refused:
+        return DecisionResult(found=True, conflict=True, comment=store.get(comment_id))
     if not result.applied:
         return DecisionResult(found=False)
     if before.get("state") != STATE_MODERATED:
         # The action being undone was the one that made this comment a training label.
         store.unlabel(comment_id)
+    if before.get("state") == STATE_QUEUED:
+        # Decided by a moderator before the worker scored it: the worker then skipped it, so
+        # the sweep must send it again.
+        store.requeue_unscored(comment_id)
     return DecisionResult(found=True, comment=store.get(comment_id), previous_queue=result.previous)
 
 

@@ -167,16 +167,22 @@ UNDO_FIELDS = (
     "moderated_by",
     "moderated_at",
     "moderator_action",
+    "decision_id",  # a fresh id per moderator action: undo applies only while it is current
 )
 
 # KEYS: 1 comment, 2 unscored, 3 post list, 4 labeled set, 5 audit list, 6 audit stream,
 #       then for each queue in QUEUES order: created index, spam, toxic, uncertainty indexes
-# ARGV: 1 allowed states ("*" = any), 2 new queue, 3 comment id, 4 label it ("1"/"0"),
+# ARGV: 1 allowed states ("*" = any; "@field=value": only while that field holds value),
+#       2 new queue, 3 comment id, 4 label it ("1"/"0"),
 #       5 audit entry JSON or "", 6 now (us), 7 audit max length, 8.. field/value pairs
 _TRANSITION = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
 local state = redis.call('HGET', KEYS[1], 'state') or ''
-if ARGV[1] ~= '*' then
+if string.sub(ARGV[1], 1, 1) == '@' then
+  local eq = string.find(ARGV[1], '=', 1, true)
+  local have = redis.call('HGET', KEYS[1], string.sub(ARGV[1], 2, eq - 1)) or ''
+  if have ~= string.sub(ARGV[1], eq + 1) then return {-1, state} end
+elseif ARGV[1] ~= '*' then
   local ok = false
   for s in string.gmatch(ARGV[1], '[^,]+') do if s == state then ok = true end end
   if not ok then return {-1, state} end
@@ -211,6 +217,22 @@ local out = {1}
 for i = 1, #before do out[i + 1] = before[i] or '' end
 return out
 """.replace("%s", ", ".join(f"'{name}'" for name in UNDO_FIELDS))
+
+# Replaces the first list item equal to ARGV[1] by ARGV[2] (or removes it if ARGV[2] is "").
+_REPLACE_LIST_ITEM = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+for i, v in ipairs(items) do
+  if v == ARGV[1] then
+    if ARGV[2] == '' then
+      redis.call('LREM', KEYS[1], 1, v)
+    else
+      redis.call('LSET', KEYS[1], i - 1, ARGV[2])
+    end
+    return 1
+  end
+end
+return 0
+"""
 
 # Deletes a comment and every index entry that names it. KEYS as for _TRANSITION, then
 # 7+16: author index. ARGV: 1 id, 2 audit entry JSON or "", 3 audit max length.
@@ -297,6 +319,7 @@ class CommentStore:
         self.redis = client
         self._transition = client.register_script(_TRANSITION)
         self._delete = client.register_script(_DELETE)
+        self._replace_item = client.register_script(_REPLACE_LIST_ITEM)
         self._add = client.register_script(_ADD)
 
     # intake ---------------------------------------------------------------------------------
@@ -423,9 +446,15 @@ class CommentStore:
         fields: Mapping[str, Any],
         label_it: bool = False,
         audit: Mapping[str, Any] | None = None,
+        expect: tuple[str, str] | None = None,
     ) -> TransitionResult:
-        """Move a comment to a queue and set fields, atomically, if its state allows it."""
-        keys, argv = self._transition_call(comment, queue, allowed_states, fields, label_it, audit)
+        """Move a comment to a queue and set fields, atomically, if its state allows it.
+
+        With ``expect=(field, value)`` the move applies only while the field holds that value
+        (undo uses it, so it never overwrites a later decision); ``allowed_states`` is then
+        ignored."""
+        guard = f"@{expect[0]}={expect[1]}" if expect else allowed_states
+        keys, argv = self._transition_call(comment, queue, guard, fields, label_it, audit)
         return _transition_result(self._transition(keys=keys, args=argv))
 
     def transition_many(self, moves: Sequence[Transition]) -> list[TransitionResult]:
@@ -444,7 +473,7 @@ class CommentStore:
         self,
         comment: Mapping[str, Any],
         queue: str,
-        allowed_states: Iterable[str] | None,
+        allowed_states: Iterable[str] | str | None,
         fields: Mapping[str, Any],
         label_it: bool,
         audit: Mapping[str, Any] | None,
@@ -455,7 +484,11 @@ class CommentStore:
         now = now_us()
         values: dict[str, Any] = {**fields, "status": public_status(queue)}
         argv: list[Any] = [
-            ",".join(allowed_states) if allowed_states is not None else "*",
+            allowed_states
+            if isinstance(allowed_states, str)
+            else ",".join(allowed_states)
+            if allowed_states is not None
+            else "*",
             queue,
             comment_id,
             "1" if label_it else "0",
@@ -523,6 +556,11 @@ class CommentStore:
             stamp = now_us()
             # XX: never resurrect an id that was scored in the meantime.
             self.redis.zadd(unscored_key(), dict.fromkeys(ids, stamp), xx=True)
+
+    def requeue_unscored(self, comment_id: str) -> None:
+        """List a comment as unscored again (an undo put it back before scoring); the next
+        sweep enqueues it."""
+        self.redis.zadd(unscored_key(), {comment_id: 0})
 
     # labels ---------------------------------------------------------------------------------
 
@@ -696,10 +734,10 @@ class CommentStore:
         found: set[str] = set()
         for key in self.redis.scan_iter(f"{PREFIX}undo:*", count=500):
             for raw in self.redis.lrange(key, 0, -1):
-                entry = json.loads(raw)
-                record = entry.get("record") or {}
-                if entry.get("kind") == "delete" and record.get("email_digest") == digest:
-                    found.add(str(entry.get("comment_id")))
+                for step in _undo_steps(json.loads(raw)):
+                    record = step.get("record") or {}
+                    if step.get("kind") == "delete" and record.get("email_digest") == digest:
+                        found.add(str(step.get("comment_id")))
         return found
 
     def drop_undo_entries(self, comment_ids: set[str]) -> int:
@@ -707,8 +745,19 @@ class CommentStore:
         removed = 0
         for key in self.redis.scan_iter(f"{PREFIX}undo:*", count=500):
             for raw in self.redis.lrange(key, 0, -1):
-                if json.loads(raw).get("comment_id") in comment_ids:
-                    removed += int(self.redis.lrem(key, 0, raw))
+                entry = json.loads(raw)
+                steps = _undo_steps(entry)
+                kept = [s for s in steps if s.get("comment_id") not in comment_ids]
+                if len(kept) == len(steps):
+                    continue
+                # A bulk entry keeps the steps about other comments.
+                new = (
+                    json.dumps({**entry, "steps": kept})
+                    if entry.get("kind") == "bulk" and kept
+                    else ""
+                )
+                if self._replace_item(keys=[key], args=[raw, new]):
+                    removed += len(steps) - len(kept)
         return removed
 
     # moderator tokens ---------------------------------------------------------------------
@@ -751,6 +800,11 @@ class CommentStore:
         for start in range(0, len(doomed), 1000):
             self.redis.xdel(audit_stream_key(), *doomed[start : start + 1000])
         return len(doomed)
+
+
+def _undo_steps(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Return the single-comment steps of an undo entry (a bulk entry holds many)."""
+    return list(entry.get("steps") or []) if entry.get("kind") == "bulk" else [dict(entry)]
 
 
 def _iso(us: int) -> str:
