@@ -8,6 +8,7 @@ import redis
 from flask import Blueprint, Response, jsonify
 
 from model import ArtifactError
+from model.registry import RegistryError
 from service import services
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def readyz() -> tuple[Response, int]:
         checks["redis"] = f"unavailable: {type(exc).__name__}"
     try:
         checks["model"] = runtime.classifier().version
-    except (ArtifactError, OSError) as exc:
+    except (ArtifactError, RegistryError, OSError) as exc:
         log.error("model not loadable", extra={"error": str(exc)})
         checks["model"] = "unavailable"
     ready = checks["redis"] == "ok" and checks["model"] != "unavailable"

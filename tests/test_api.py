@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import redis as redis_lib
 from flask.testing import FlaskClient
@@ -201,3 +202,15 @@ def test_demo_page_renders_the_leave_a_reply_form(client: FlaskClient) -> None:
     assert "Leave a Reply" in page
     assert "Your email address will not be published" in page
     assert 'name="form_token"' in page
+
+
+def test_readiness_is_a_503_when_the_live_pointer_names_a_missing_version(
+    settings: Settings, tmp_path: Path
+) -> None:
+    registry = tmp_path / "models"
+    registry.mkdir()
+    client = create_app(settings.with_overrides(model_dir=registry), configure_logs=False)
+    (registry / "LIVE").write_text("20990101-000000-deadbeef\n", encoding="utf-8")
+    ready = client.test_client().get("/readyz")
+    assert ready.status_code == 503, ready.get_data(as_text=True)
+    assert ready.get_json()["checks"]["model"] == "unavailable"
