@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -149,13 +150,24 @@ class Settings:
 
 
 _FLOAT_OR_NONE = {"spam_reject_threshold", "spam_hold_threshold", "toxic_hold_threshold"}
+# Numbers that must be above zero (a zero or negative sweep age, for one, would re-enqueue
+# every comment on every sweep); every other number must be at least zero.
+_POSITIVE = {
+    "max_content_length",
+    "sweep_after_seconds",
+    "sweep_interval_seconds",
+    "visibility_timeout_seconds",
+    "page_size",
+    "retention_rejected_days",
+    "retention_audit_days",
+}
 
 
 def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
     default = getattr(cls, name, None) if name not in _FLOAT_OR_NONE else None
     if name in _FLOAT_OR_NONE:
         value = float(raw) if raw.strip() else None
-        if value is not None and not 0.0 <= value <= 1.0:
+        if value is not None and not 0.0 <= value <= 1.0:  # also refuses nan
             raise ValueError("must be between 0 and 1")
         return value
     if name in {"email_encryption_keys", "site_origins"}:
@@ -164,8 +176,13 @@ def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
         return Path(raw)
     if isinstance(default, bool):
         return _parse_bool(raw)
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, float):
-        return float(raw)
+    if isinstance(default, int | float):
+        number = int(raw) if isinstance(default, int) else float(raw)
+        if not math.isfinite(number):
+            raise ValueError("must be a finite number")
+        if name in _POSITIVE and number <= 0:
+            raise ValueError("must be greater than 0")
+        if number < 0:
+            raise ValueError("must not be negative")
+        return number
     return raw

@@ -1,0 +1,41 @@
+"""Configuration: bad values fail at start-up with the variable's name, never later."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.settings import ConfigError, Settings
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MODERATION_SWEEP_AFTER_SECONDS", "-5"),  # would re-enqueue every comment, forever
+        ("MODERATION_SWEEP_AFTER_SECONDS", "0"),
+        ("MODERATION_SWEEP_INTERVAL_SECONDS", "nan"),
+        ("MODERATION_PAGE_SIZE", "0"),
+        ("MODERATION_RETENTION_REJECTED_DAYS", "inf"),
+        ("MODERATION_TASK_MAX_RETRIES", "-1"),
+        ("MODERATION_TRUSTED_PROXIES", "-1"),
+        ("MODERATION_SPAM_REJECT_THRESHOLD", "nan"),
+        ("MODERATION_SPAM_HOLD_THRESHOLD", "1.5"),
+        ("MODERATION_PAGE_SIZE", "ten"),
+    ],
+)
+def test_out_of_range_values_are_refused_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_mapping({variable: value})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("MODERATION_DUPLICATE_WINDOW_SECONDS", "0", "duplicate_window_seconds", 0),  # off
+        ("MODERATION_MIN_SUBMIT_SECONDS", "0", "min_submit_seconds", 0.0),
+        ("MODERATION_TASK_MAX_RETRIES", "0", "task_max_retries", 0),
+        ("MODERATION_SWEEP_AFTER_SECONDS", "0.5", "sweep_after_seconds", 0.5),
+        ("MODERATION_SPAM_HOLD_THRESHOLD", "", "spam_hold_threshold", None),  # the model's own
+    ],
+)
+def test_values_in_range_are_read(variable: str, value: str, field: str, expected: object) -> None:
+    assert getattr(Settings.from_mapping({variable: value}), field) == expected
