@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -69,6 +70,9 @@ def decide(
     if signals.duplicate_count > 0:
         codes.append("duplicate_text")
 
+    if not all(math.isfinite(v) for v in (score.spam, score.toxic)):
+        # Every comparison with NaN is False, which would publish: hold it for a human.
+        return held_for_error("score_not_finite")
     if score.spam >= thresholds.spam_reject:
         return Decision("spam", "spam", ("spam_score_high", *codes))
     toxic = score.toxic >= thresholds.toxic_hold

@@ -60,3 +60,9 @@ def test_submitting_too_fast_holds_clean_text() -> None:
 def test_failed_scoring_never_publishes() -> None:
     decision = held_for_error("scoring_failed")
     assert decision.queue == "pending" and decision.reasons == ("scoring_failed",)
+
+
+def test_a_score_that_is_not_a_number_is_held_never_published() -> None:
+    for spam, toxic in ((float("nan"), 0.01), (0.01, float("nan")), (float("inf"), 0.0)):
+        decision = decide(S(spam, toxic), T)
+        assert decision.queue == "pending" and decision.reasons == ("score_not_finite",)
