@@ -510,3 +510,120 @@ def test_every_comment_held_on_a_score_shows_the_words_behind_it(
                 words = [r for r in record["reasons"] if r["label"] == label]
                 assert words, (record["comment"], record["scores"], record["reasons"])
     assert checked >= 2  # the texts above are held on a score, most below 0.2
+
+
+def _hold_in_pending(settings: Settings, entries: list[tuple[str, str]]) -> list[str]:
+    """Store comments straight into the pending queue, in this order of age (no model: fast).
+
+    Each entry is (post_id, email_digest); the list order is the creation order."""
+    from workers.store import NewComment, Transition
+
+    store = Runtime(settings).store
+    moves = []
+    for n, (post_id, digest) in enumerate(entries):
+        comment_id, _, _ = store.add(
+            NewComment(
+                post_id=post_id,
+                author="Filler",
+                comment=f"Filler comment {n}.",
+                email_enc="",
+                email_digest=digest,
+            )
+        )
+        moves.append(Transition({"id": comment_id, "post_id": post_id}, "pending", None, {}))
+    for start in range(0, len(moves), 1000):
+        results = store.transition_many(moves[start : start + 1000])
+        assert all(r.applied for r in results)
+    return [str(m.comment["id"]) for m in moves]
+
+
+def _follow_cursors(
+    client: FlaskClient, headers: dict[str, str], query: str
+) -> list[dict[str, object]]:
+    """Return every page of a queue listing, following next_cursor until it is null."""
+    pages = []
+    cursor = ""
+    for _ in range(10):
+        response = client.get(f"/api/v1/moderation/queue?{query}&cursor={cursor}", headers=headers)
+        assert response.status_code == 200, response.get_json()
+        pages.append(response.get_json())
+        cursor = pages[-1]["next_cursor"]
+        if cursor is None:
+            return pages
+    pytest.fail(f"no end of list after {len(pages)} pages of {query}")
+
+
+def test_filtered_queue_pages_continue_past_the_scan_limit_to_every_match(
+    client: FlaskClient, settings: Settings, tokens: dict[str, dict[str, str]]
+) -> None:
+    """6,000 pending comments, matches beyond the 5,000 a page may examine: a page comes back
+    short (even empty) with a cursor, the cursor goes on from the last comment examined, and
+    only the true end of the queue has a null cursor, for both creation-time orders."""
+    from workers.store import QUEUE_SCAN_LIMIT
+
+    assert QUEUE_SCAN_LIMIT == 5000
+    # By age: the oldest is on the target post by one author, number 5,500 by another.
+    entries = [("busy", "filler-digest")] * 6000
+    entries[0] = ("target", "first-author")
+    entries[5499] = ("target", "second-author")
+    ids = _hold_in_pending(settings, entries)
+    oldest, later = ids[0], ids[5499]
+    root = tokens["root"]
+
+    # The reported case: only the oldest comment matches, 5,000 newer ones fill the scan.
+    pages = _follow_cursors(client, root, "post_id=target&author_digest=first-author")
+    assert pages[0]["items"] == [] and pages[0]["next_cursor"] is not None
+    assert [item["id"] for page in pages for item in page["items"]] == [oldest]
+
+    for sort, expected in (("newest", [later, oldest]), ("oldest", [oldest, later])):
+        pages = _follow_cursors(client, root, f"post_id=target&sort={sort}")
+        assert [item["id"] for page in pages for item in page["items"]] == expected
+        assert len(pages) == 2  # 6,000 comments: two scans of at most 5,000, then the end
+        assert all(len(page["items"]) == 1 for page in pages)
+
+
+def test_queue_cursor_is_null_when_the_scan_ends_exactly_at_the_end_of_the_queue(
+    client: FlaskClient,
+    settings: Settings,
+    tokens: dict[str, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No cursor to an empty page: a scan that used its whole budget on the last comment
+    of the queue says the list ended."""
+    import workers.store
+
+    monkeypatch.setattr(workers.store, "QUEUE_SCAN_LIMIT", 30)
+    ids = _hold_in_pending(settings, [("target", "d")] + [("busy", "d")] * 29)
+    for sort in ("newest", "oldest"):
+        page = client.get(
+            f"/api/v1/moderation/queue?post_id=target&sort={sort}", headers=tokens["root"]
+        ).get_json()
+        assert [item["id"] for item in page["items"]] == [ids[0]]
+        assert page["next_cursor"] is None
+
+
+def test_queue_paging_moves_past_more_equal_scores_than_one_scan_examines(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """Comments with equal spam scores (one text posted many times) never stall paging: the
+    comments before the cursor in a tie do not use up the scan budget."""
+    store = Runtime(settings).store
+    ids = _hold_in_pending(settings, [("busy", "d")] * 40)
+    redis.zadd("mod:q:pending:by:spam", dict.fromkeys(ids, 0.5))
+    wanted = set(ids[::7])
+    seen: list[str] = []
+    cursor = None
+    for _ in range(40):
+        page, cursor = store.scan_queue(
+            "pending",
+            sort="spam",
+            cursor=cursor,
+            limit=2,
+            accept=lambda record: record["id"] in wanted,
+            max_examined=5,
+        )
+        seen += [record["id"] for record in page]
+        if cursor is None:
+            break
+    assert cursor is None
+    assert sorted(seen) == sorted(wanted) and len(seen) == len(wanted)

@@ -23,6 +23,9 @@ PREFIX = "mod:"
 RATE_LIMIT_PREFIX = "mod-rl"
 QUEUES = ("pending", "approved", "rejected", "spam")
 Queue = Literal["pending", "approved", "rejected", "spam"]
+# How many index entries one moderation-queue page examines at most: filters may reject most
+# of a long queue, and a request must stay bounded (the cursor then continues the scan).
+QUEUE_SCAN_LIMIT = 5000
 # Processing state of a comment: "queued" until scored, then "scored" or "moderated".
 STATE_QUEUED = "queued"
 STATE_SCORED = "scored"
@@ -605,14 +608,20 @@ class CommentStore:
         limit: int = 50,
         accept: Callable[[dict[str, Any]], bool] | None = None,
         score_range: tuple[float, float] | None = None,
-        max_examined: int = 5000,
+        max_examined: int | None = None,
     ) -> tuple[list[dict[str, Any]], tuple[float, str] | None]:
         """Return a page of a queue in the given order, filtered, and the next cursor.
 
-        The cursor is the (sort value, id) of the last item returned, so new arrivals never
-        shift a page. Sorts: newest, oldest (creation time), spam, toxic (highest first),
-        uncertainty (closest to the decision boundary first).
+        The cursor is the (sort value, id) of the last item returned (or examined, below), so
+        new arrivals never shift a page. Sorts: newest, oldest (creation time), spam, toxic
+        (highest first), uncertainty (closest to the decision boundary first).
+
+        One call examines at most max_examined entries (QUEUE_SCAN_LIMIT by default). When a
+        filter rejects that many before the page is full, the page holds fewer items than
+        limit (maybe none) and the cursor is the last entry examined, so the next call goes
+        on from there; the cursor is None only when the index has nothing left.
         """
+        budget = max(1, QUEUE_SCAN_LIMIT if max_examined is None else max_examined)
         if sort in ("newest", "oldest"):
             key, descending = queue_key(queue), sort == "newest"
         else:
@@ -623,28 +632,39 @@ class CommentStore:
                 high = cursor[0]
             else:
                 low = cursor[0]
-        page: list[dict[str, Any]] = []
-        examined = 0
-        batch = max(limit * 2, 50)
-        offset = 0
-        while len(page) <= limit and examined < max_examined:
+
+        def fetch(offset: int, count: int) -> list[tuple[str, float]]:
             if descending:
                 raw = self.redis.zrevrangebyscore(
-                    key, high, low, start=offset, num=batch, withscores=True
+                    key, high, low, start=offset, num=count, withscores=True
                 )
             else:
                 raw = self.redis.zrangebyscore(
-                    key, low, high, start=offset, num=batch, withscores=True
+                    key, low, high, start=offset, num=count, withscores=True
                 )
-            if not raw:
-                break
-            offset += len(raw)
-            examined += len(raw)
-            entries = [(_s(member), float(score)) for member, score in raw]
+            return [(_s(member), float(score)) for member, score in raw]
+
+        page: list[dict[str, Any]] = []
+        examined = 0
+        last_examined: tuple[float, str] | None = None
+        exhausted = False
+        batch = max(limit * 2, 50)
+        offset = 0
+        while len(page) <= limit and examined < budget:
+            count = min(batch, budget - examined)
+            fetched = fetch(offset, count)
+            offset += len(fetched)
+            exhausted = len(fetched) < count
+            entries = fetched
             if cursor is not None:
+                # Entries tied with the cursor's score but at or before it are skipped without
+                # counting as examined: a run of equal scores longer than the scan budget
+                # must not stop paging from moving forward.
                 entries = [e for e in entries if _after(e, cursor, descending)]
             records = {r["id"]: r for r in self.get_many([e[0] for e in entries])}
             for member, score in entries:
+                examined += 1
+                last_examined = (score, member)
                 record = records.get(member)
                 if record is None or (accept is not None and not accept(record)):
                     continue
@@ -652,12 +672,16 @@ class CommentStore:
                 page.append(record)
                 if len(page) > limit:
                     break
-        next_cursor = None
+            if exhausted:
+                break
+        next_cursor: tuple[float, str] | None = None
         if len(page) > limit:
             page = page[:limit]
             next_cursor = (page[-1]["_sort"], page[-1]["id"])
-        elif examined >= max_examined and page:
-            next_cursor = (page[-1]["_sort"], page[-1]["id"])
+        elif not exhausted and last_examined is not None and fetch(offset, 1):
+            # The scan budget ran out before the page filled and entries remain: continue
+            # after the last one examined, not the last one accepted (which may be none).
+            next_cursor = last_examined
         for record in page:
             record.pop("_sort", None)
         return page, next_cursor
