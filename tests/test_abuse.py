@@ -205,3 +205,27 @@ def test_html_pages_carry_security_headers_and_escape_input(client: FlaskClient)
         "Referrer-Policy",
     ):
         assert header in response.headers
+
+
+def test_duplicate_is_a_409_only_for_the_client_that_sent_the_original(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """The same client resubmitting gets the original id; anyone else posting the same text
+    with the author's address (a guess, to confirm who wrote it) gets a new comment."""
+    client = client_for(settings, duplicate_window_seconds=600)
+    author = {"REMOTE_ADDR": "203.0.113.40"}
+    first = client.post("/api/v1/comments", json=FORM, environ_base=author)
+    assert first.status_code == 202
+    again = client.post("/api/v1/comments", json=FORM, environ_base=author)
+    assert again.status_code == 409
+    assert again.get_json()["id"] == first.get_json()["id"]
+
+    guesser = {"REMOTE_ADDR": "198.51.100.9"}
+    guess = client.post("/api/v1/comments", json=FORM, environ_base=guesser)
+    assert guess.status_code == 202
+    assert guess.get_json()["id"] != first.get_json()["id"]
+    assert first.get_json()["id"] not in guess.get_data(as_text=True)
+    # The guesser's own double submit is then a duplicate of the guesser's comment.
+    repeat = client.post("/api/v1/comments", json=FORM, environ_base=guesser)
+    assert repeat.status_code == 409 and repeat.get_json()["id"] == guess.get_json()["id"]
+    assert len(list(redis.scan_iter("mod:c:*"))) == 2

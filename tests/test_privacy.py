@@ -191,3 +191,33 @@ def test_retention_expires_rejected_comments_and_old_audit_entries(
         "expire",
         "expire",
     ]
+
+
+def test_erasure_removes_duplicate_fingerprints_so_a_resubmission_is_new(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """With duplicate detection on, erasure leaves no fingerprint: the same client sending
+    the same text again is a new comment, not a 409 naming the erased one."""
+    from service import create_app
+
+    app = create_app(settings.with_overrides(duplicate_window_seconds=600), configure_logs=False)
+    client = app.test_client()
+    runtime = Runtime(settings)
+    admin = {"Authorization": "Bearer " + create_token(runtime.store, "dpo", "admin")}
+    reader = {"REMOTE_ADDR": "203.0.113.50"}
+    body = {"post_id": "p-dup", "comment": "Quokka sighting report.", "author": "Q", "email": EMAIL}
+    first = client.post("/api/v1/comments", json=body, environ_base=reader)
+    assert client.post("/api/v1/comments", json=body, environ_base=reader).status_code == 409
+    assert len(list(redis.scan_iter("mod:dup:*"))) == 1
+
+    erased = client.post("/api/v1/privacy/erase", json={"email": EMAIL}, headers=admin)
+    assert erased.get_json()["comments_deleted"] == 1
+    assert list(redis.scan_iter("mod:dup:*")) == []
+    everything = dump_everything(redis)
+    for trace in [runtime.vault.digest(EMAIL), "Quokka"]:
+        assert trace not in everything, trace
+    # Celery's queued scoring message may still name the id (a no-op for a missing comment).
+    ours = "\n".join(line for line in everything.splitlines() if line.startswith("mod:"))
+    assert first.get_json()["id"] not in ours
+    again = client.post("/api/v1/comments", json=body, environ_base=reader)
+    assert again.status_code == 202 and again.get_json()["id"] != first.get_json()["id"]

@@ -339,8 +339,8 @@ class CommentStore:
 
         enqueue is (broker list, message): pushed in the same step, unless it is a duplicate.
         Returns (id, created_us, duplicate_of): when the same author posted the same text on
-        the same post within duplicate_window seconds, nothing is stored and duplicate_of
-        names the original.
+        the same post from the same client (IP digest) within duplicate_window seconds,
+        nothing is stored and duplicate_of names the original.
         """
         comment_id = comment_id or new_comment_id()
         created = now_us()
@@ -382,10 +382,21 @@ class CommentStore:
 
     @staticmethod
     def fingerprint(comment: Mapping[str, Any]) -> str:
-        """Return the duplicate-detection fingerprint: post, author digest and folded text."""
+        """Return the duplicate-detection fingerprint: post, author, client and folded text.
+
+        The client's IP digest is part of it, so only the same client resubmitting is told
+        about the original: anyone else guessing the author's address gets no 409 that would
+        confirm who wrote a comment. Every part is on the stored record, so erasure can
+        recompute the fingerprint and delete it.
+        """
         text = " ".join(str(comment.get("comment", "")).casefold().split())
-        material = "\0".join((str(comment["post_id"]), str(comment["email_digest"]), text))
-        return hashlib.sha256(material.encode()).hexdigest()
+        parts = (
+            str(comment["post_id"]),
+            str(comment["email_digest"]),
+            str(comment.get("ip_digest") or ""),
+            text,
+        )
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
     # reads ----------------------------------------------------------------------------------
 
