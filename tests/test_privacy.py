@@ -221,3 +221,35 @@ def test_erasure_removes_duplicate_fingerprints_so_a_resubmission_is_new(
     assert first.get_json()["id"] not in ours
     again = client.post("/api/v1/comments", json=body, environ_base=reader)
     assert again.status_code == 202 and again.get_json()["id"] != first.get_json()["id"]
+
+
+def test_addresses_equal_only_under_case_folding_are_different_readers(
+    client: FlaskClient, settings: Settings
+) -> None:
+    """'straße@' and 'strasse@' are two mailboxes: exporting or erasing one never reaches
+    the other's comments; ASCII case still does not matter (existing digests unchanged)."""
+    import hashlib
+    import hmac
+
+    runtime = Runtime(settings)
+    admin = {"Authorization": "Bearer " + create_token(runtime.store, "dpo", "admin")}
+    body = {"post_id": "p-ss", "comment": "Street names are hard.", "author": "S"}
+    mine = client.post("/api/v1/comments", json={**body, "email": "straße@example.com"})
+    assert mine.status_code == 202
+    comment_id = mine.get_json()["id"]
+
+    def export(email: str) -> list[str]:
+        found = client.post("/api/v1/privacy/export", json={"email": email}, headers=admin)
+        return [c["id"] for c in found.get_json()["comments"]]
+
+    assert export("strasse@example.com") == []
+    erased = client.post(
+        "/api/v1/privacy/erase", json={"email": "strasse@example.com"}, headers=admin
+    )
+    assert erased.get_json()["comments_deleted"] == 0
+    assert runtime.store.get(comment_id) is not None
+    assert export("straße@example.com") == [comment_id]
+    assert export("Straße@Example.com") == [comment_id]
+    # Digests of ASCII addresses are what they were (case-insensitive, same HMAC input).
+    expected = hmac.new(b"test-hmac-key", b"ann@example.com", hashlib.sha256).hexdigest()
+    assert runtime.vault.digest(" Ann@Example.COM ") == expected

@@ -54,8 +54,10 @@ class EmailVault:
 
 
 def normalise_email(email: str) -> str:
-    """Return the address in the form used for look-ups (trimmed, case-folded)."""
-    return email.strip().casefold()
+    """Return the address in the form used for look-ups (trimmed, lower-cased)."""
+    # lower(), not casefold(): case folding merges distinct mailboxes ("straße" and
+    # "strasse"), so one reader's export or erasure would reach another's comments.
+    return email.strip().lower()
 
 
 def generate_key() -> str:
