@@ -17,7 +17,24 @@ PUBLIC_FIELDS = ("id", "post_id", "parent_id", "author", "url", "comment", "crea
 # Deliberately broad: a false positive in a log line costs nothing, a leak costs trust.
 # Bounded like real addresses (64-character local part, 253-character domain), so a long
 # run without a dot cannot make a failed match rescan it from every start (quadratic).
-EMAIL_PATTERN = re.compile(r"[^\s@<>\"'(),;:]{1,64}@[^\s@<>\"'(),;:]{1,253}\.[A-Za-z]{2,}")
+# The top-level domain may be in any script (validation accepts "jane@пример.рф") or punycode;
+# the local part stops at "/" so a logged path keeps its route ("/api/v1/comments/[email …]").
+EMAIL_PATTERN = re.compile(
+    r"[^\s@<>\"'(),;:/]{1,64}@[^\s@<>\"'(),;:]{1,253}\.(?:xn--[A-Za-z0-9-]{1,59}|[^\W\d_]{2,})"
+)
+# Client addresses: the app logs none, but servers and libraries around it may (gunicorn's
+# "Invalid request from ip=…"). IPv6 needs eight groups or a "::", so times never match.
+IP_PATTERN = re.compile(
+    r"\b(?:\d{1,3}\.){3}\d{1,3}\b"
+    r"|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![\w:])"
+    r"|(?<![\w:])(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,5})?::"
+    r"(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,5})?(?![\w:])"
+)
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
 
 
 class EmailVault:
@@ -78,20 +95,31 @@ def redact(text: str) -> str:
     return EMAIL_PATTERN.sub("[email redacted]", text)
 
 
+def redact_log_text(text: str) -> str:
+    """Replace email addresses and client IP addresses (for log lines)."""
+    return IP_PATTERN.sub("[ip redacted]", redact(text))
+
+
 class RedactingFilter(logging.Filter):
-    """Scrub email addresses from every log record, as a last line of defence."""
+    """Scrub email and IP addresses from every log record, as a last line of defence.
+
+    The message, its exception text and every string passed in ``extra`` (a request path, an
+    error text) are all scrubbed, whoever logs them: this service, Celery or gunicorn."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = redact_log_text(message)
         if cleaned != message:
             record.msg = cleaned
             record.args = None
         if record.exc_info and record.exc_info[1] is not None:
-            text = redact(str(record.exc_info[1]))
+            text = redact_log_text(str(record.exc_info[1]))
             if text != str(record.exc_info[1]):
                 record.exc_info = None
                 record.exc_text = text
+        for name, value in list(vars(record).items()):
+            if name not in _STANDARD_ATTRS and isinstance(value, str):
+                setattr(record, name, redact_log_text(value))
         return True
 
 
