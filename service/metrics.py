@@ -30,6 +30,11 @@ def metrics() -> Response:
     return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+_HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+
 def install_metrics(app: Flask) -> None:
     """Serve /metrics and time every request by route."""
     app.register_blueprint(bp)
@@ -43,8 +48,11 @@ def install_metrics(app: Flask) -> None:
         started = g.pop("metrics_started", None)
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         if started is not None:
+            # Clients choose the method name: any outside HTTP's own set shares one label, so
+            # requests like "FOOA", "FOOB", … cannot create a series each.
+            method = request.method if request.method in _HTTP_METHODS else "other"
             HTTP_REQUEST_SECONDS.labels(
-                method=request.method, route=route, status=str(response.status_code)
+                method=method, route=route, status=str(response.status_code)
             ).observe(time.perf_counter() - started)
         if request.endpoint == SUBMIT_ENDPOINT and request.method == "POST":
             SUBMISSIONS.labels(outcome=submission_outcome(response.status_code)).inc()

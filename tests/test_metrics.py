@@ -86,6 +86,15 @@ def test_api_metrics_count_submissions_by_outcome_time_requests_and_show_queue_d
     assert ("moderation_broker_queue_length", (("queue", "scoring"),)) in after
 
 
+def test_made_up_http_methods_share_one_label_value(client: FlaskClient) -> None:
+    """Clients choose method names; each new one must not add a metric series."""
+    for method in ("FOOA", "FOOB", "FOOC"):
+        assert client.open("/healthz", method=method).status_code == 405
+    methods = {dict(ls).get("method") for (n, ls) in scrape(client) if "request_duration" in n}
+    assert "other" in methods
+    assert not methods & {"FOOA", "FOOB", "FOOC"}
+
+
 def test_moderator_overturning_an_automatic_decision_is_counted(
     stack_factory: Callable[..., Stack],
 ) -> None:
