@@ -12,11 +12,12 @@ from typing import Any, TextIO
 
 import click
 
+from model.artifact import is_valid_version
 from model.errors import ArtifactError, DataError
 from model.registry import (
-    LIVE_FILE,
     VERSIONS_DIR,
     ModelRegistry,
+    PromotionRefused,
     RegistryError,
     bundled_artifacts_dir,
     load_classifier,
@@ -35,7 +36,46 @@ def cli() -> None:
 
 
 def _is_registry(path: Path) -> bool:
-    return (path / LIVE_FILE).exists() or (path / VERSIONS_DIR).is_dir()
+    return ModelRegistry(path).exists()
+
+
+def _existing_registry(path: Path) -> ModelRegistry:
+    """Return the registry at ``path``, failing clearly if there is none (a mistyped path)."""
+    registry = ModelRegistry(path)
+    if not registry.exists():
+        raise click.ClickException(f"no model registry at {path}")
+    return registry
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> click.ClickException:
+    byte = exc.object[exc.start : exc.start + 1]
+    return click.ClickException(f"{path}: not UTF-8 text (byte {byte!r}); save it as UTF-8")
+
+
+def _check_label_files(label_files: tuple[Path, ...]) -> None:
+    """Read every moderator-label file up front, so a bad one fails before a long run."""
+    from model.evaluation_sets import read_label_rows
+
+    for path in label_files:
+        try:
+            read_label_rows(path)
+        except DataError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _check_new_version(version: str | None, out_dir: Path, registry: bool) -> None:
+    """Refuse a --version name that is unsafe or already taken, before training starts."""
+    if version is None:
+        return
+    if not is_valid_version(version):
+        raise click.BadParameter(
+            f"{version!r} is not a version name (one line, no spaces or slashes, "
+            "not starting with '.', at most 200 characters)",
+            param_hint="'--version'",
+        )
+    target = out_dir / VERSIONS_DIR / version if registry else out_dir / version
+    if target.exists():
+        raise click.BadParameter(f"{target} already exists", param_hint="'--version'")
 
 
 def _goal_options(func: Any) -> Any:
@@ -107,6 +147,8 @@ def train(
         reject_precision=reject_precision,
         max_miss_rate=max_miss_rate,
     )
+    _check_new_version(version, out_dir, _is_registry(out_dir))
+    _check_label_files(label_files)
     try:
         if _is_registry(out_dir):
             with tempfile.TemporaryDirectory(prefix="train-") as tmp:
@@ -132,6 +174,8 @@ def train(
             where = result.folder
     except (DataError, ArtifactError, RegistryError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:  # e.g. --out not writable, or the version appeared meanwhile
+        raise click.ClickException(f"cannot write the artifact: {exc}") from exc
     validation = result.metadata["metrics"]["validation"]
     click.echo(f"trained candidate {result.version} -> {where}")
     for label in ("spam", "toxic"):
@@ -210,17 +254,76 @@ def evaluate(
 def _read_texts(path: Path) -> tuple[list[dict[str, Any]], list[str], str]:
     """Read rows with a ``text`` field from CSV or JSONL; return rows, field names, format."""
     kind = "jsonl" if path.suffix.lower() in (".jsonl", ".json", ".ndjson") else "csv"
-    with path.open(encoding="utf-8", newline="") as handle:
-        if kind == "jsonl":
-            rows = [json.loads(line) for line in handle if line.strip()]
-            fields = list(rows[0]) if rows else ["text"]
-        else:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            fields = list(reader.fieldnames or [])
-    if rows and any(not isinstance(r, dict) or "text" not in r for r in rows):
-        raise click.ClickException(f"{path}: every row needs a 'text' field")
-    return rows, fields, kind
+    try:
+        # utf-8-sig: spreadsheet programs often start a UTF-8 file with a byte-order mark.
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            if kind == "jsonl":
+                return _read_jsonl(path, handle), ["text"], kind
+            rows, fields = _read_csv(path, handle)
+            return rows, fields, kind
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from exc
+
+
+def _read_jsonl(path: Path, handle: TextIO) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(handle, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise click.ClickException(f"{path}:{number}: not valid JSON ({exc})") from exc
+        if not isinstance(row, dict):
+            raise click.ClickException(f"{path}:{number}: not a JSON object")
+        _check_text(path, number, row.get("text", ...))
+        rows.append(row)
+    return rows
+
+
+def _read_csv(path: Path, handle: TextIO) -> tuple[list[dict[str, Any]], list[str]]:
+    reader = csv.DictReader(handle)
+    try:
+        fields = reader.fieldnames
+        if not fields:
+            raise click.ClickException(f"{path}: empty; the first line must name the columns")
+        if "text" not in fields:
+            raise click.ClickException(
+                f"{path}: no 'text' column (the header has: {', '.join(fields)})"
+            )
+        rows: list[dict[str, Any]] = []
+        for row in reader:
+            if None in row:  # DictReader files surplus cells under the key None
+                raise click.ClickException(
+                    f"{path}:{reader.line_num}: more cells than the header's {len(fields)}"
+                )
+            _check_text(path, reader.line_num, row["text"], none="missing (a short row)")
+            rows.append(row)
+    except csv.Error as exc:  # e.g. a field over csv.field_size_limit() characters
+        raise click.ClickException(f"{path}:{reader.line_num}: not valid CSV ({exc})") from exc
+    return rows, list(fields)
+
+
+_JSON_TYPES = {bool: "true/false", int: "a number", float: "a number", list: "an array"}
+
+
+def _check_text(path: Path, line: int, text: object, none: str = "null") -> None:
+    """Refuse a row whose text is absent or not a string (``none`` says what None means)."""
+    if text is ...:
+        raise click.ClickException(f"{path}:{line}: no 'text' field")
+    if not isinstance(text, str):
+        what = none if text is None else _JSON_TYPES.get(type(text), "an object")
+        raise click.ClickException(f"{path}:{line}: 'text' must be a string, not {what}")
+
+
+def _jsonl_line(row: dict[str, Any]) -> str:
+    """Return ``row`` as one JSON line, escaping what UTF-8 cannot hold (lone surrogates)."""
+    line = json.dumps(row, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(row)  # ASCII \uXXXX escapes keep the input's text exactly
+    return line + "\n"
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -255,7 +358,7 @@ def score(
             row["spam"], row["toxic"] = round(spam, 6), round(toxic, 6)
     if kind == "jsonl":
         for row in rows:
-            output.write(json.dumps(row, ensure_ascii=False) + "\n")
+            output.write(_jsonl_line(row))
     else:
         names = [f for f in fields if f not in ("spam", "toxic")] + ["spam", "toxic"]
         writer = csv.DictWriter(output, fieldnames=names, lineterminator="\n")
@@ -274,7 +377,9 @@ def promote(registry: Path, version: str, force: bool) -> None:
     """Make VERSION live (refused if it scores worse than the live model, unless --force)."""
     try:
         ModelRegistry(registry).promote(version, force=force)
-    except (RegistryError, ArtifactError) as exc:
+    except PromotionRefused as exc:
+        raise click.ClickException(f"{exc} (use --force to promote anyway)") from exc
+    except (RegistryError, ArtifactError, DataError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"live version: {version}")
 
@@ -284,10 +389,12 @@ def promote(registry: Path, version: str, force: bool) -> None:
 def rollback(registry: Path) -> None:
     """Make the previously live version live again."""
     try:
-        version = ModelRegistry(registry).rollback()
-    except RegistryError as exc:
+        result = ModelRegistry(registry).rollback()
+    except (RegistryError, ArtifactError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"live version: {version}")
+    for skipped, why in result.skipped:
+        click.echo(f"skipped {skipped}, which cannot be loaded: {why}", err=True)
+    click.echo(f"live version: {result.version}")
 
 
 @cli.command(name="list")
@@ -295,7 +402,10 @@ def rollback(registry: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_versions(registry: Path, as_json: bool) -> None:
     """List stored versions, marking the live one."""
-    versions = ModelRegistry(registry).list_versions()
+    try:
+        versions = _existing_registry(registry).list_versions()
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(versions, indent=2))
         return

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model.datasets import SPAM, TOXIC, Row, read_moderator_labels, read_olid_test
+from model.errors import DataError
 from model.evaluation import binary_metrics, jsonable, macro_f1, threshold_report
 
 if TYPE_CHECKING:
@@ -40,13 +41,24 @@ def eval_sets_from_rows(name: str, rows: Sequence[Row]) -> list[EvalSet]:
     return out
 
 
+def read_label_rows(path: Path) -> list[Row]:
+    """Read a moderator-label JSONL file, refusing unreadable or non-UTF-8 files with DataError."""
+    try:
+        return list(read_moderator_labels(path))
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start : exc.start + 1]
+        raise DataError(f"{path}: not UTF-8 text (byte {byte!r}); save it as UTF-8") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
 def default_eval_sets(data_dir: Path | None, label_files: Sequence[Path] = ()) -> list[EvalSet]:
     """Return held-out sets: OLID official test A (if present) and any moderator-label files."""
     sets: list[EvalSet] = []
     if data_dir is not None:
         sets.extend(eval_sets_from_rows("olid-test-a", list(read_olid_test(data_dir))))
     for path in label_files:
-        sets.extend(eval_sets_from_rows(path.stem, list(read_moderator_labels(path))))
+        sets.extend(eval_sets_from_rows(path.stem, read_label_rows(path)))
     return sets
 
 
@@ -62,33 +74,34 @@ def compare_models(
 ) -> dict[str, dict[str, Any]]:
     """Return per-label ROC-AUC of both models on the registry's evaluation set.
 
-    Without an evaluation file, fall back to each artifact's recorded out-of-fold validation
-    ROC-AUC (comparable only when both were trained on similar data).
+    A label the evaluation file cannot measure (no file, or not both classes for that label)
+    falls back to each artifact's recorded out-of-fold validation ROC-AUC (comparable only
+    when both were trained on similar data), so no label goes unchecked.
     """
     out: dict[str, dict[str, Any]] = {}
     if evaluation_file.is_file():
-        for eval_set in eval_sets_from_rows(
-            "evaluation", list(read_moderator_labels(evaluation_file))
-        ):
+        for eval_set in eval_sets_from_rows("evaluation", read_label_rows(evaluation_file)):
             out[eval_set.label] = {
                 "set": str(evaluation_file),
                 "candidate": binary_metrics(eval_set.y, score_set(candidate, eval_set))["roc_auc"],
                 "live": binary_metrics(eval_set.y, score_set(live, eval_set))["roc_auc"],
             }
-        if out:
-            return out
     for label in (SPAM, TOXIC):
-
-        def recorded(c: Classifier, label: str = label) -> float:
-            value = c.metadata.get("metrics", {}).get("validation", {}).get(label, {})
-            auc = value.get("overall", {}).get("roc_auc")
-            return float(auc) if auc is not None else math.nan
-
-        cand, cur = recorded(candidate), recorded(live)
+        if label in out:
+            continue
+        cand, cur = _recorded_auc(candidate, label), _recorded_auc(live, label)
         if math.isnan(cand) and not math.isnan(cur):
             cand = -math.inf  # a candidate without metrics cannot show it is not worse
         out[label] = {"set": "recorded validation metrics", "candidate": cand, "live": cur}
     return out
+
+
+def _recorded_auc(classifier: Classifier, label: str) -> float:
+    """Return the artifact's out-of-fold ROC-AUC for ``label``, NaN if it records none."""
+    value: Any = classifier.metadata
+    for key in ("metrics", "validation", label, "overall", "roc_auc"):
+        value = value.get(key) if isinstance(value, dict) else None
+    return float(value) if isinstance(value, int | float) else math.nan
 
 
 def evaluate(classifier: Classifier, sets: Sequence[EvalSet], out_dir: Path) -> dict[str, Any]:

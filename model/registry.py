@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.artifact import load_artifact, read_metadata, verify_artifact
+from model.artifact import is_valid_version, load_artifact, read_metadata, verify_artifact
 from model.errors import ArtifactError, ArtifactVersionError
 from model.scoring import Classifier
 
@@ -34,6 +36,14 @@ class RegistryError(Exception):
 
 class PromotionRefused(RegistryError):
     """Refuse to promote a candidate that scores worse than the live model."""
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """The version a rollback made live, and the newer history entries it had to skip."""
+
+    version: str
+    skipped: tuple[tuple[str, str], ...] = ()  # (version, why it cannot load)
 
 
 def bundled_artifacts_dir() -> Path:
@@ -65,6 +75,20 @@ def newest_artifact(folder: Path) -> Path:
     return max(found)[1]
 
 
+def _dig(data: object, *keys: str) -> object:
+    """Return ``data[k1][k2]...``, or None where a level is missing or not an object."""
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _auc(metadata: dict[str, Any], label: str) -> float | None:
+    value = _dig(metadata, "metrics", "validation", label, "overall", "roc_auc")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 class ModelRegistry:
     """Model versions under ``root/versions/<version>`` and a ``root/LIVE`` pointer file."""
 
@@ -78,9 +102,18 @@ class ModelRegistry:
 
     def version_dir(self, version: str) -> Path:
         """Return the folder of ``version`` (refusing names that escape the registry)."""
-        if not version or "/" in version or version.startswith(".") or "\\" in version:
+        if not is_valid_version(version):
             raise RegistryError(f"invalid version name {version!r}")
         return self.versions_dir / version
+
+    def exists(self) -> bool:
+        """Return whether ``root`` holds a registry (a live pointer or a versions folder)."""
+        return (self.root / LIVE_FILE).exists() or self.versions_dir.is_dir()
+
+    def _require_existing(self) -> None:
+        # A mistyped --registry must not quietly create an empty registry somewhere.
+        if not self.exists():
+            raise RegistryError(f"no model registry at {self.root}")
 
     def live_version(self) -> str | None:
         """Return the live version, reading only the small pointer file."""
@@ -95,6 +128,7 @@ class ModelRegistry:
         if version is None:
             version = self.live_version()
             if version is None:
+                self._require_existing()
                 raise RegistryError(f"{self.root}: no live model version; run ensure_seeded()")
         folder = self.version_dir(version)
         if not folder.is_dir():
@@ -151,31 +185,53 @@ class ModelRegistry:
 
     def promote(self, version: str, *, force: bool = False) -> None:
         """Make ``version`` live, refusing one worse than the live model unless ``force``."""
+        self._require_existing()
         with self._locked():
             candidate = self.load(version)
             live = self.live_version()
             if live == version:
                 return
             if live is not None and not force:
-                self._check_not_worse(candidate, self.load(live))
+                try:
+                    current = self.load(live)
+                except (ArtifactError, RegistryError) as exc:
+                    raise PromotionRefused(
+                        f"live version {live} cannot be loaded, so {version} cannot be compared "
+                        f"with it ({exc})"
+                    ) from exc
+                self._check_not_worse(candidate, current)
             history = self._history()
             if live is not None:
                 history.append(live)
             self._write_json(HISTORY_FILE, history)
             self._write_live(version)
 
-    def rollback(self) -> str:
-        """Make the previously live version live again; return it."""
+    def rollback(self) -> Rollback:
+        """Make the most recent previously live version that still loads live again.
+
+        Entries that cannot load (missing, damaged, or outdated after an upgrade) are skipped
+        and dropped from the history; if none loads, nothing changes.
+        """
+        self._require_existing()
         with self._locked():
             history = self._history()
             if not history:
                 raise RegistryError(f"{self.root}: no previous live version to roll back to")
-            previous = history.pop()
-            if not self.version_dir(previous).is_dir():
-                raise RegistryError(f"{self.root}: previous version {previous} is missing")
-            self._write_json(HISTORY_FILE, history)
-            self._write_live(previous)
-            return previous
+            skipped: list[tuple[str, str]] = []
+            while history:
+                previous = history.pop()
+                try:
+                    self.load(previous)
+                except (ArtifactError, RegistryError) as exc:
+                    skipped.append((previous, str(exc)))
+                    continue
+                self._write_json(HISTORY_FILE, history)
+                self._write_live(previous)
+                return Rollback(previous, tuple(skipped))
+            raise RegistryError(
+                f"{self.root}: no previous live version can be loaded; the live version is "
+                "unchanged. " + "; ".join(f"{version}: {why}" for version, why in skipped)
+            )
 
     def list_versions(self) -> list[dict[str, Any]]:
         """Return one summary per stored version, oldest first, marking the live one."""
@@ -191,17 +247,15 @@ class ModelRegistry:
             except ArtifactError as exc:
                 out.append({"version": child.name, "live": child.name == live, "error": str(exc)})
                 continue
-            validation = meta.get("metrics", {}).get("validation", {})
+            labels = _dig(meta, "training_data", "moderator_labels")
             out.append(
                 {
                     "version": child.name,
                     "created_at": meta.get("created_at"),
                     "live": child.name == live,
-                    "spam_roc_auc": validation.get("spam", {}).get("overall", {}).get("roc_auc"),
-                    "toxic_roc_auc": validation.get("toxic", {}).get("overall", {}).get("roc_auc"),
-                    "moderator_label_files": len(
-                        meta.get("training_data", {}).get("moderator_labels", {})
-                    ),
+                    "spam_roc_auc": _auc(meta, "spam"),
+                    "toxic_roc_auc": _auc(meta, "toxic"),
+                    "moderator_label_files": len(labels) if isinstance(labels, dict) else 0,
                 }
             )
         return sorted(out, key=lambda d: (str(d.get("created_at") or ""), d["version"]))
@@ -217,28 +271,33 @@ class ModelRegistry:
         return compare_models(candidate, live, self.evaluation_file())
 
     def _check_not_worse(self, candidate: Classifier, live: Classifier) -> None:
-        comparison = self.compare(candidate, live)
-        worse = [
-            f"{label}: candidate ROC-AUC {c['candidate']:.4f} < live {c['live']:.4f}"
-            for label, c in comparison.items()
-            if c["candidate"] < c["live"] - PROMOTE_TOLERANCE
-        ]
-        if worse:
+        worse: list[str] = []
+        unknown: list[str] = []
+        for label, c in self.compare(candidate, live).items():
+            cand, cur, where = c["candidate"], c["live"], c["set"]
+            if math.isnan(cur) and math.isfinite(cand):
+                continue  # the live model has no figure to fall below
+            if not math.isfinite(cand) or math.isnan(cur):
+                unknown.append(f"{label}: no ROC-AUC to compare on {where}")
+            elif cand < cur - PROMOTE_TOLERANCE:
+                worse.append(f"{label}: candidate ROC-AUC {cand:.4f} < live {cur:.4f} on {where}")
+        if worse or unknown:
+            verdict = "is worse than" if worse else "cannot be compared with"
             raise PromotionRefused(
-                f"{candidate.version} is worse than live {live.version} on "
-                f"{next(iter(comparison.values()))['set']}: "
-                + "; ".join(worse)
-                + " (use force=True to promote anyway)"
+                f"{candidate.version} {verdict} live {live.version}: " + "; ".join(worse + unknown)
             )
 
     def _history(self) -> list[str]:
+        path = self.root / HISTORY_FILE
         try:
-            data = json.loads((self.root / HISTORY_FILE).read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return []
-        if not isinstance(data, list):
-            raise RegistryError(f"{self.root / HISTORY_FILE}: not a list")
-        return [str(v) for v in data]
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
+            raise RegistryError(f"{path}: unreadable history ({exc})") from exc
+        if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+            raise RegistryError(f"{path}: not a list of version names")
+        return data
 
     def _write_live(self, version: str) -> None:
         self._atomic_write(LIVE_FILE, version + "\n")

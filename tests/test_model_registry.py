@@ -12,12 +12,18 @@ import pytest
 from click.testing import CliRunner
 
 from model import ArtifactError, ModelRegistry
-from model.artifact import METADATA_FILE, MODEL_FILE
+from model.artifact import METADATA_FILE, METADATA_HASH_KEY, MODEL_FILE, metadata_digest
 from model.cli import cli
 from model.datasets import read_olid_test, read_sms
 from model.errors import ArtifactVersionError
 from model.features import TrainConfig
-from model.registry import PromotionRefused, RegistryError, load_classifier
+from model.registry import (
+    PromotionRefused,
+    RegistryError,
+    bundled_artifacts_dir,
+    load_classifier,
+    newest_artifact,
+)
 from model.training import train
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -69,6 +75,19 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
     return target
 
 
+def _edit_metadata(folder: Path, **changes: object) -> None:
+    """Change top-level metadata keys, re-sealing the metadata hash if the artifact has one.
+
+    This is what training with other code or libraries would write, so the load must judge
+    the content (not just notice the edit).
+    """
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    meta.update(changes)
+    if METADATA_HASH_KEY in meta and METADATA_HASH_KEY not in changes:
+        meta[METADATA_HASH_KEY] = metadata_digest(meta)
+    (folder / METADATA_FILE).write_text(json.dumps(meta))
+
+
 def test_trained_artifact_records_provenance(small_artifact: Path) -> None:
     """metadata.json holds versions, data hashes, row counts, metrics and thresholds."""
     meta = json.loads((small_artifact / METADATA_FILE).read_text())
@@ -83,6 +102,7 @@ def test_trained_artifact_records_provenance(small_artifact: Path) -> None:
     assert meta["config"]["max_miss_rate"] == 0.01 and meta["config"]["reject_precision"] == 0.99
     assert 0.5 < meta["metrics"]["validation"]["spam"]["overall"]["roc_auc"] <= 1.0
     assert meta["files"][MODEL_FILE] and (small_artifact / MODEL_FILE).stat().st_size < 10e6
+    assert meta[METADATA_HASH_KEY] == metadata_digest(meta)
 
 
 def test_tampered_model_file_is_refused(small_artifact: Path, tmp_path: Path) -> None:
@@ -110,9 +130,8 @@ def test_corrupt_metadata_and_missing_files_are_refused(
 
 def test_scikit_learn_version_mismatch_fails_clearly(small_artifact: Path, tmp_path: Path) -> None:
     folder = _copy(small_artifact, tmp_path)
-    meta = json.loads((folder / METADATA_FILE).read_text())
-    meta["libraries"]["scikit-learn"] = "0.24.2"
-    (folder / METADATA_FILE).write_text(json.dumps(meta))
+    libraries = json.loads((folder / METADATA_FILE).read_text())["libraries"]
+    _edit_metadata(folder, libraries={**libraries, "scikit-learn": "0.24.2"})
     with pytest.raises(ArtifactVersionError, match=r"scikit-learn 0\.24\.2"):
         load_classifier(folder)
 
@@ -131,9 +150,7 @@ def test_pickled_arrays_in_a_rehashed_file_are_refused(
     arrays["lexicon"] = np.array([SystemExit, "idiot"], dtype=object)  # unpickling runs code
     with (folder / MODEL_FILE).open("wb") as handle:
         np.savez(handle, **arrays)
-    meta = json.loads((folder / METADATA_FILE).read_text())
-    meta["files"][MODEL_FILE] = sha256_file(folder / MODEL_FILE)
-    (folder / METADATA_FILE).write_text(json.dumps(meta))
+    _edit_metadata(folder, files={MODEL_FILE: sha256_file(folder / MODEL_FILE)})
     with pytest.raises(ArtifactError, match="untrusted"):
         load_classifier(folder)
 
@@ -205,7 +222,7 @@ def test_rollback_restores_previous_live_version(
     first = registry.live_version()
     candidate = registry.add_candidate(small_artifact)
     registry.promote(candidate, force=True)
-    assert registry.rollback() == first
+    assert registry.rollback().version == first
     assert registry.live_version() == first
     with pytest.raises(RegistryError, match="no previous"):
         registry.rollback()
@@ -311,3 +328,119 @@ def test_every_command_has_help(command: str) -> None:
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0
     assert "Usage:" in result.output
+
+
+def _bundled_copy(tmp_path: Path) -> Path:
+    """A copy of the committed default artifact (its metadata predates the metadata hash)."""
+    return _copy(newest_artifact(bundled_artifacts_dir()), tmp_path)
+
+
+def _default_thresholds(**changes: object) -> dict[str, object]:
+    meta = json.loads((newest_artifact(bundled_artifacts_dir()) / METADATA_FILE).read_text())
+    return {**meta["thresholds"], **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"thresholds": _default_thresholds(spam_reject=0.0)}, "spam_reject"),
+        ({"thresholds": _default_thresholds(spam_hold="high")}, r"spam_hold must be a number"),
+        ({"thresholds": _default_thresholds(toxic_hold=1.5)}, "toxic_hold must be a number"),
+        ({"thresholds": _default_thresholds(spam_hold=0.99)}, "must not exceed"),
+        ({"thresholds": {"spam_reject": 0.9}}, "thresholds must hold exactly"),
+        ({"files": {MODEL_FILE: 123}}, "must be a hex SHA-256"),
+        ({"files": {MODEL_FILE: "0" * 64, "../../etc/passwd": "0" * 64}}, "does not hold"),
+        ({"libraries": "scikit-learn 1.9"}, "libraries must map"),
+        ({"config": {"word_features": "many"}}, r"config\.word_features"),
+        ({"version": "../elsewhere"}, "not a valid version name"),
+        ({METADATA_HASH_KEY: 42}, "must be a hex SHA-256"),
+        ({"metrics": {"validation": {"spam": {"overall": {"roc_auc": "0.9"}}}}}, "metrics"),
+    ],
+)
+def test_malformed_metadata_is_refused_with_artifact_error(
+    tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
+    """Bad thresholds, hashes, libraries or config fail the load clearly (not TypeError later)."""
+    folder = _bundled_copy(tmp_path)
+    _edit_metadata(folder, **changes)
+    with pytest.raises(ArtifactError, match=message):
+        load_classifier(folder)
+
+
+def test_an_edited_metadata_file_fails_its_recorded_hash(
+    small_artifact: Path, tmp_path: Path
+) -> None:
+    """New artifacts hash their metadata: a plausible but edited threshold is refused."""
+    folder = _copy(small_artifact, tmp_path)
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    meta["thresholds"]["spam_reject"] = meta["thresholds"]["spam_hold"]
+    (folder / METADATA_FILE).write_text(json.dumps(meta, indent=4))
+    with pytest.raises(ArtifactError, match=r"metadata\.json: SHA-256 mismatch"):
+        load_classifier(folder)
+    # Only the content counts: the same metadata laid out differently still loads.
+    other = _copy(small_artifact, tmp_path / "b")
+    meta = json.loads((other / METADATA_FILE).read_text())
+    (other / METADATA_FILE).write_text(json.dumps(meta, indent=None, sort_keys=False))
+    assert load_classifier(other).version == small_artifact.name
+
+
+def test_seeding_over_a_live_version_with_malformed_metadata_does_not_crash(
+    tmp_path: Path,
+) -> None:
+    """ensure_seeded (run as a worker starts) meets a bad live artifact with ArtifactError only."""
+    folder = _bundled_copy(tmp_path)
+    registry = ModelRegistry(tmp_path / "reg")
+    version = registry.add_candidate(folder)
+    (registry.root / "LIVE").write_text(version + "\n")
+    _edit_metadata(registry.version_dir(version), libraries=["numpy"], files={MODEL_FILE: 7})
+    assert registry.ensure_seeded() == version  # damaged, not outdated: never hidden
+    with pytest.raises(ArtifactError, match="libraries must map") as refused:
+        registry.load()
+    assert "files['model.npz'] must be a hex SHA-256" in str(refused.value)
+
+
+def _outdated_live_in_history(small_artifact: Path, tmp_path: Path) -> ModelRegistry:
+    """A registry where an upgrade replaced a live version this code can no longer load."""
+    registry = ModelRegistry(tmp_path / "upgraded")
+    registry.add_candidate(_copy(small_artifact, tmp_path / "good"))
+    shutil.rmtree(registry.version_dir(small_artifact.name))
+    shutil.copytree(
+        _older_format_copy(small_artifact, tmp_path), registry.version_dir(small_artifact.name)
+    )
+    (registry.root / "LIVE").write_text(small_artifact.name + "\n")
+    registry.ensure_seeded()
+    assert json.loads((registry.root / "history.json").read_text()) == [small_artifact.name]
+    return registry
+
+
+def test_rollback_refuses_a_previous_version_that_cannot_load(
+    small_artifact: Path, tmp_path: Path
+) -> None:
+    registry = _outdated_live_in_history(small_artifact, tmp_path)
+    live = registry.live_version()
+    with pytest.raises(RegistryError, match="no previous live version can be loaded") as refused:
+        registry.rollback()
+    assert "format v1" in str(refused.value)
+    assert registry.live_version() == live
+    assert json.loads((registry.root / "history.json").read_text()) == [small_artifact.name]
+
+
+def test_rollback_skips_versions_that_cannot_load_and_says_so(
+    small_artifact: Path, tmp_path: Path
+) -> None:
+    """Rolling back past an unloadable entry lands on the newest previous one that loads."""
+    registry = _outdated_live_in_history(small_artifact, tmp_path)
+    bundled = registry.live_version()
+    newer = _copy(small_artifact, tmp_path / "newer")
+    newer = newer.rename(newer.with_name("newer-version"))
+    _edit_metadata(newer, version="newer-version")
+    registry.add_candidate(newer)
+    registry.promote("newer-version", force=True)
+    # Live: newer-version; before it the outdated version, and before that the bundled one.
+    (registry.root / "history.json").write_text(json.dumps([bundled, small_artifact.name]))
+
+    result = registry.rollback()
+    assert result.version == bundled and registry.live_version() == bundled
+    assert [version for version, _ in result.skipped] == [small_artifact.name]
+    assert "format v1" in result.skipped[0][1]
+    assert json.loads((registry.root / "history.json").read_text()) == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,8 +15,16 @@ import pytest
 import redis as redis_lib
 
 from service import create_app
-from tests.conftest import MODERATOR_TOKEN, ROOT, SHARED_DATA, WorkerProcess, wait_for
+from tests.conftest import (
+    MODERATOR_TOKEN,
+    ROOT,
+    SHARED_DATA,
+    TEST_SECRETS,
+    WorkerProcess,
+    wait_for,
+)
 from workers.embedded_redis import EmbeddedRedis
+from workers.runtime import Runtime
 from workers.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -132,3 +142,41 @@ def test_moderator_labels_retrain_and_promote_change_the_live_model(
     old_spam = max(float(r["spam"]) for r in before)
     assert float(after["spam"]) > old_spam
     assert after["model_version"] == new_version
+
+
+def test_a_live_version_that_cannot_load_is_logged_and_the_current_model_keeps_scoring(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker names the version and the load error once, instead of failing batch after batch."""
+    from model import ArtifactError, ModelRegistry
+
+    model_dir = tmp_path / "models"
+    registry = ModelRegistry(model_dir)
+    first = registry.ensure_seeded()
+    broken = registry.version_dir("broken")
+    shutil.copytree(registry.version_dir(first), broken)
+    meta = json.loads((broken / "metadata.json").read_text())
+    (broken / "metadata.json").write_text(json.dumps({**meta, "version": "broken"}))
+    (broken / "model.npz").write_bytes(b"not the trained model")
+    settings = Settings.from_mapping(
+        {
+            **TEST_SECRETS,
+            "MODERATION_MODEL_DIR": str(model_dir),
+            "MODERATION_MODEL_CHECK_SECONDS": "0",
+        }
+    ).check()
+    runtime = Runtime(settings)
+    assert runtime.classifier().version == first
+
+    (model_dir / "LIVE").write_text("broken\n")  # as a hand edit or an old rollback did
+    with caplog.at_level(logging.ERROR, logger="workers.runtime"):
+        assert runtime.classifier().version == first
+        assert runtime.classifier().version == first
+        with pytest.raises(ArtifactError, match="SHA-256 mismatch"):
+            Runtime(settings).classifier()  # a fresh process has nothing to fall back on
+    logged = [r.getMessage() for r in caplog.records if r.name == "workers.runtime"]
+    assert len(logged) == 2
+    assert logged[0].startswith("cannot load live model version broken (ArtifactError: ")
+    assert "model.npz: SHA-256 mismatch" in logged[0]
+    assert logged[0].endswith(f"; still scoring with {first}")
+    assert logged[1].endswith("; cannot score")

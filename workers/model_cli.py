@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import redis
 
 from model.cli import cli
 from workers.labels import export_labels
@@ -25,7 +26,17 @@ def export_labels_command(out: Path) -> None:
         settings = Settings.from_env().check()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    count = export_labels(Runtime(settings).store, out.resolve())
+    runtime = Runtime(settings)
+    try:
+        runtime.redis.ping()  # fail before any file is created
+        count = export_labels(runtime.store, out.resolve())
+    except redis.RedisError as exc:
+        raise click.ClickException(
+            f"cannot read moderator decisions from Redis ({type(exc).__name__}: {exc}); "
+            "is MODERATION_REDIS_URL right and Redis running?"
+        ) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc}") from None
     click.echo(f"wrote {count} labels to {out}")
 
 

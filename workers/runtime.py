@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from functools import cached_property
@@ -18,6 +19,7 @@ from workers.store import CommentStore
 if TYPE_CHECKING:
     from model import Classifier, ModelRegistry
 
+log = logging.getLogger(__name__)
 
 # from_url() gives connections no retry, so after a Redis restart or failover every pooled
 # (now dead) connection failed one request with a 503 or one task. Two quick retries reconnect
@@ -44,6 +46,7 @@ class Runtime:
         self._model_lock = threading.Lock()
         self._classifier: Classifier | None = None
         self._checked_at = 0.0
+        self._load_failure: tuple[str | None, str] | None = None  # last one logged
 
     @cached_property
     def redis(self) -> redis.Redis[bytes]:
@@ -74,6 +77,30 @@ class Runtime:
                 self._checked_at = now
                 live = self.registry.live_version()
                 if current is None or (live is not None and live != current.version):
-                    self._classifier = self.registry.load(live)
+                    self._classifier = self._load(live, current)
             assert self._classifier is not None  # noqa: S101 - set just above
             return self._classifier
+
+    def _load(self, live: str | None, current: Classifier | None) -> Classifier:
+        """Load ``live``; if it cannot load, log why and keep ``current`` (if any) scoring."""
+        from model.errors import ArtifactError
+        from model.registry import RegistryError
+
+        try:
+            classifier = self.registry.load(live)
+        except (ArtifactError, RegistryError) as exc:
+            failure = (live, f"{type(exc).__name__}: {exc}")
+            if failure != self._load_failure:  # once per version and cause, not every check
+                self._load_failure = failure
+                log.error(
+                    "cannot load live model version %s (%s); %s",
+                    live,
+                    failure[1],
+                    f"still scoring with {current.version}" if current else "cannot score",
+                    extra={"error": type(exc).__name__},
+                )
+            if current is None:
+                raise
+            return current
+        self._load_failure = None
+        return classifier
