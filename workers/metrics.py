@@ -76,6 +76,12 @@ SCORING_FAILURES = Counter(
     "Scoring attempts that failed on something other than Redis, by what happened next.",
     ["outcome"],  # retried | held
 )
+WEBHOOK_DELIVERIES = Counter(
+    "moderation_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome: delivered, failed_attempt (retried later) or dropped "
+    "(retries used up, or the site refused it with a 4xx).",
+    ["outcome"],  # delivered | failed_attempt | dropped
+)
 
 # -- moderators -------------------------------------------------------------------------------
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
+from collections.abc import Callable
 
 import redis
-from celery import Celery
+from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery_batches import Batches, SimpleRequest
 
 from workers.celery_app import (
@@ -19,11 +22,17 @@ from workers.celery_app import (
 )
 from workers.erasure import purge_expired as purge
 from workers.logs import request_id_bound
-from workers.metrics import SCORING_FAILURES
+from workers.metrics import SCORING_FAILURES, WEBHOOK_DELIVERIES
 from workers.pipeline import hold_after_failure, score_and_decide, score_and_decide_many
 from workers.runtime import Runtime
 from workers.settings import Settings
-from workers.webhooks import WebhookError, deliver
+from workers.webhooks import (
+    DEADLINE_SECONDS,
+    DECIDED,
+    WebhookError,
+    WebhookRedirect,
+    deliver,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,25 @@ POISON_ATTEMPTS = 3
 # MODERATION_TASK_MAX_RETRIES retries, the n-th after min(0.2 * 2**n, 8) seconds.
 REDIS_RETRY_FIRST_DELAY = 0.2
 REDIS_RETRY_MAX_DELAY = 8.0
+# Webhook retries: the n-th after 5 * 3**(n-1) seconds, at most 30 minutes, plus up to a quarter
+# more so events that failed together do not return together: 5 s, 15 s, 45 s, … 30 min; about
+# 2.5 hours over ten retries (up to 3.1 with the spread) before an event is dropped.
+WEBHOOK_MAX_RETRIES = 10
+WEBHOOK_RETRY_FIRST_DELAY = 5.0
+# Below the broker's visibility timeout (1 h): a message due later would be delivered twice.
+WEBHOOK_RETRY_MAX_DELAY = 1800.0
+WEBHOOK_RETRY_SPREAD = 0.25
+# Backstops where Celery can enforce them (prefork pool); in every pool, the delivery's own
+# deadline (workers/webhooks.py) is what ends it.
+WEBHOOK_SOFT_TIME_LIMIT = DEADLINE_SECONDS + 5
+WEBHOOK_TIME_LIMIT = DEADLINE_SECONDS + 20
+
+
+def webhook_retry_delay(retries: int) -> float:
+    """Return the wait, in seconds, before a webhook's retry number retries + 1."""
+    base = min(WEBHOOK_RETRY_FIRST_DELAY * 3.0**retries, WEBHOOK_RETRY_MAX_DELAY)
+    spread = 1 + WEBHOOK_RETRY_SPREAD * random.random()  # noqa: S311 - timing spread, not a secret
+    return round(base * spread, 1)
 
 
 def redis_retry_delays(retries: int) -> tuple[float, ...]:
@@ -80,18 +108,21 @@ def register_tasks(app: Celery) -> None:
 
     @app.task(
         name=WEBHOOK_TASK,
+        # Not shared with apps created later in this process (tests make several): each app's
+        # deliveries use its own settings.
+        shared=False,
+        bind=True,
         acks_late=True,
-        autoretry_for=(WebhookError, *TRANSIENT_ERRORS),
-        retry_backoff=2,
-        retry_backoff_max=600,
-        retry_jitter=True,
-        max_retries=10,
+        max_retries=WEBHOOK_MAX_RETRIES,
+        soft_time_limit=WEBHOOK_SOFT_TIME_LIMIT,
+        time_limit=WEBHOOK_TIME_LIMIT,
     )
-    def deliver_webhook(comment_id: str, event_id: str) -> str:
+    def deliver_webhook(self: Task, comment_id: str, event_id: str) -> str:
         """POST a signed decision event to the configured site; retried with backoff."""
-        runtime = runtime_for(app)
-        return deliver(
-            runtime.store, settings.webhook_url, settings.webhook_secret, comment_id, event_id
+        store = runtime_for(app).store
+        url, secret = settings.webhook_url, settings.webhook_secret
+        return attempt_webhook(
+            self, DECIDED, comment_id, lambda: deliver(store, url, secret, comment_id, event_id)
         )
 
     @app.task(name=PURGE_TASK, acks_late=True, autoretry_for=TRANSIENT_ERRORS, max_retries=3)
@@ -102,6 +133,40 @@ def register_tasks(app: Celery) -> None:
             rejected_days=settings.retention_rejected_days,
             audit_days=settings.retention_audit_days,
         )
+
+
+def attempt_webhook(task: Task, event: str, comment_id: str, send: Callable[[], str]) -> str:
+    """Make one delivery attempt and count it; retry it later, or drop it after the last try."""
+    attempt = task.request.retries + 1
+    try:
+        outcome = send()
+    except (WebhookError, SoftTimeLimitExceeded, *TRANSIENT_ERRORS) as exc:
+        error = str(exc) if isinstance(exc, WebhookError) else type(exc).__name__
+        about = {"comment_id": comment_id, "event": event, "attempt": attempt, "error": error}
+        if isinstance(exc, WebhookRedirect):
+            log.error(
+                "webhook URL answers with a redirect, which is never followed: set "
+                "MODERATION_WEBHOOK_URL to the address that takes the POST",
+                extra=about,
+            )
+        if task.request.retries >= WEBHOOK_MAX_RETRIES:
+            return _drop_webhook(about)
+        delay = webhook_retry_delay(task.request.retries)
+        WEBHOOK_DELIVERIES.labels(outcome="failed_attempt").inc()
+        log.warning("webhook delivery failed; will retry", extra={**about, "retry_in_s": delay})
+        raise task.retry(exc=exc, countdown=delay) from None
+    if outcome == "sent":
+        WEBHOOK_DELIVERIES.labels(outcome="delivered").inc()
+    elif outcome.startswith("refused:"):
+        about = {"comment_id": comment_id, "event": event, "attempt": attempt, "error": outcome}
+        return _drop_webhook(about)
+    return outcome
+
+
+def _drop_webhook(about: dict[str, object]) -> str:
+    WEBHOOK_DELIVERIES.labels(outcome="dropped").inc()
+    log.error("webhook event dropped: the site will not receive it", extra=about)
+    return "dropped"
 
 
 def _job(request: SimpleRequest) -> tuple[str, str] | None:

@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import http.client
 import json
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 from workers.privacy import PUBLIC_FIELDS
 from workers.store import CommentStore
 
 SIGNATURE_HEADER = "X-Moderation-Signature"
-TIMEOUT_SECONDS = 5
+# One delivery, from connecting to the last byte read, takes at most this long: a slow, hung or
+# trickling site costs a delivery thread this much and no more.
+DEADLINE_SECONDS = 10.0
+# Only the status matters: at most this much of the response body is read, the rest dropped.
+MAX_RESPONSE_BYTES = 4096
+DECIDED = "comment.decided"
 
 
 class WebhookError(Exception):
-    """A delivery failed in a way worth retrying (network error or 5xx/429)."""
+    """A delivery failed in a way worth retrying (network, deadline, 3xx, 5xx or 429)."""
+
+
+class WebhookRedirect(WebhookError):
+    """The site answered a redirect, which is never followed: the URL is misconfigured."""
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -29,21 +41,25 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 def verify(secret: str, header: str, body: bytes, tolerance: int = 300) -> bool:
     """Check a signature header (what a receiving site does)."""
+    if not header.isascii():  # a signature is ASCII; compare_digest refuses other text
+        return False
     try:
-        parts = dict(item.split("=", 1) for item in header.split(","))
+        parts = dict(item.strip().split("=", 1) for item in header.split(","))
         timestamp = int(parts["t"])
+        received = parts["v1"]
     except (ValueError, KeyError):
         return False
     if abs(time.time() - timestamp) > tolerance:
         return False
-    return hmac.compare_digest(sign(secret, timestamp, body), header)
+    expected = sign(secret, timestamp, body).rpartition("v1=")[2]
+    return hmac.compare_digest(expected, received)
 
 
 def event_payload(record: dict[str, Any], event_id: str) -> dict[str, Any]:
-    """Build the event body: public fields and the decision, never the email or scores."""
+    """Build a decision event: public fields and the decision, never the email or scores."""
     return {
         "id": event_id,
-        "type": "comment.decided",
+        "type": DECIDED,
         "comment": {name: record.get(name) or None for name in PUBLIC_FIELDS},
         "status": record.get("status"),
         "queue": record.get("queue"),
@@ -51,32 +67,131 @@ def event_payload(record: dict[str, Any], event_id: str) -> dict[str, Any]:
     }
 
 
-def deliver(store: CommentStore, url: str, secret: str, comment_id: str, event_id: str) -> str:
-    """POST the event once; return "sent", "already_sent" or "missing"; raise to retry."""
+def deliver(
+    store: CommentStore,
+    url: str,
+    secret: str,
+    comment_id: str,
+    event_id: str,
+    *,
+    deadline: float = DEADLINE_SECONDS,
+) -> str:
+    """POST a decision event once: "sent", "already_sent", "missing" or "refused:<status>".
+
+    Raises WebhookError when the attempt failed and is worth retrying."""
     if store.webhook_sent(comment_id, event_id):
         return "already_sent"
     record = store.get(comment_id)
     if record is None:
         return "missing"
-    body = json.dumps(event_payload(record, event_id)).encode()
-    request = urllib.request.Request(  # noqa: S310 - the operator configures an http(s) URL
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "comment-moderation-webhook/1",
-            SIGNATURE_HEADER: sign(secret, int(time.time()), body),
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
-            response.read()
-    except urllib.error.HTTPError as exc:
-        if exc.code >= 500 or exc.code == 429:
-            raise WebhookError(f"receiver answered {exc.code}") from None
-        return f"refused:{exc.code}"  # a 4xx will not get better by retrying
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise WebhookError(type(exc).__name__) from None
+    payload = event_payload(record, event_id)
+    return _send(store, url, secret, comment_id, event_id, payload, deadline)
+
+
+def _send(
+    store: CommentStore,
+    url: str,
+    secret: str,
+    comment_id: str,
+    event_id: str,
+    payload: dict[str, Any],
+    deadline: float,
+) -> str:
+    status = post_signed(url, secret, json.dumps(payload).encode(), deadline=deadline)
+    if status >= 300:
+        return f"refused:{status}"  # a 4xx will not get better by retrying
     store.mark_webhook_sent(comment_id, event_id)
     return "sent"
+
+
+def post_signed(url: str, secret: str, body: bytes, *, deadline: float = DEADLINE_SECONDS) -> int:
+    """POST a signed body once; return a 2xx or 4xx status; raise WebhookError to retry.
+
+    Redirects are never followed: the signed event would go to another address, and the site
+    at this one never receives it. The whole exchange ends by the deadline; at most
+    MAX_RESPONSE_BYTES of the response body are read.
+    """
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        raise WebhookError("MODERATION_WEBHOOK_URL is not a valid URL") from None
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    connection_class = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    connection = connection_class(host, port, timeout=deadline)
+    # Socket timeouts bound each read, not a response: a site trickling a byte at a time would
+    # hold the delivery for as long as it likes. The watchdog closes the socket at the deadline.
+    watchdog = _Watchdog(connection, deadline)
+    try:
+        connection.connect()
+        if not watchdog.watch(connection.sock):
+            raise TimeoutError
+        connection.request(
+            "POST",
+            path,
+            body=body,
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": "comment-moderation-webhook/1",
+                "Connection": "close",
+                SIGNATURE_HEADER: sign(secret, int(time.time()), body),
+            },
+        )
+        response = connection.getresponse()
+        start = response.read(MAX_RESPONSE_BYTES)
+        if response.length and len(start) < MAX_RESPONSE_BYTES:
+            raise http.client.IncompleteRead(start, response.length)  # closed before the end
+        if watchdog.expired:  # cut off: what looked like the end of the headers may not be
+            raise TimeoutError
+        status = response.status
+    except (OSError, http.client.HTTPException) as exc:
+        # IncompleteRead, BadStatusLine and RemoteDisconnected: the site may not have taken
+        # the event; receivers deduplicate by event id, so sending it again is safe.
+        if watchdog.expired:
+            raise WebhookError(f"no complete answer within {deadline:g} s") from None
+        raise WebhookError(type(exc).__name__) from None
+    finally:
+        watchdog.cancel()
+        connection.close()
+    if 300 <= status < 400:
+        raise WebhookRedirect(f"receiver answered {status} (a redirect, never followed)")
+    if 400 <= status < 500 and status != 429:
+        return status
+    if not 200 <= status < 300:
+        raise WebhookError(f"receiver answered {status}")
+    return status
+
+
+class _Watchdog:
+    """Shut a connection's socket down when its deadline passes, whatever it is waiting on."""
+
+    def __init__(self, connection: http.client.HTTPConnection, seconds: float) -> None:
+        self.connection = connection
+        self.expired = False
+        # Kept here: the connection forgets its socket once a response says "Connection: close"
+        # (the response reads on from it).
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket | None) -> bool:
+        """Watch the connected socket; return False if the deadline passed while connecting."""
+        with self._lock:
+            self._sock = sock
+            return not self.expired
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sock = self._sock if self._sock is not None else self.connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already closed
+                # The plain socket's shutdown, also under TLS: it wakes a blocked read at once.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()

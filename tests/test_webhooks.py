@@ -1,0 +1,354 @@
+"""Webhooks as a receiving site and an operator see them, against real local HTTP servers.
+
+Slow, hung, redirecting, failing and half-answering sites; retries, drops and their metric.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import redis as redis_lib
+from prometheus_client import REGISTRY
+
+from service import create_app
+from workers.celery_app import (
+    WEBHOOK_TASK,
+    create_celery,
+)
+from workers.runtime import Runtime
+from workers.settings import Settings
+from workers.tasks import (
+    WEBHOOK_MAX_RETRIES,
+    WEBHOOK_RETRY_FIRST_DELAY,
+    WEBHOOK_RETRY_MAX_DELAY,
+    webhook_retry_delay,
+)
+from workers.webhooks import (
+    DEADLINE_SECONDS,
+    SIGNATURE_HEADER,
+    WebhookError,
+    WebhookRedirect,
+    deliver,
+    post_signed,
+    sign,
+    verify,
+)
+
+SECRET = "site-shared-secret"
+EMAIL = "hook.reader@example.com"
+AUTHOR = "Hook Reader"
+TEXT = "A thoughtful note on the harbour plans, thanks for the reporting."
+
+
+class Receiver:
+    """A site on a free 127.0.0.1 port; the path picks how it behaves."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.bytes_sent = 0
+        self.release = threading.Event()  # set at teardown: hung handlers return
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.requests.append((self.path, dict(self.headers), body))
+                name, _, arg = self.path.strip("/").partition("/")
+                # OSError: the deliverer hung up, which is what a deadline or a byte cap does.
+                with contextlib.suppress(OSError):
+                    getattr(receiver, "on_" + name.replace("-", "_"))(self, arg)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.handle_error = lambda *args: None  # type: ignore[method-assign]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}{path}"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    # behaviours ----------------------------------------------------------------------------
+
+    def on_status(self, handler: BaseHTTPRequestHandler, code: str) -> None:
+        handler.send_response(int(code))
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    def on_redirect(self, handler: BaseHTTPRequestHandler, arg: str) -> None:
+        code, _, target = arg.partition("/")
+        handler.send_response(int(code))
+        handler.send_header("Location", base64.urlsafe_b64decode(target).decode())
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    def on_hang(self, handler: BaseHTTPRequestHandler, _: str) -> None:
+        self.release.wait(60)
+
+    def on_trickle_body(self, handler: BaseHTTPRequestHandler, _: str) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "1000")
+        handler.end_headers()
+        for _ in range(1000):
+            handler.wfile.write(b"x")
+            handler.wfile.flush()
+            if self.release.wait(0.05):
+                return
+
+    def on_trickle_headers(self, handler: BaseHTTPRequestHandler, _: str) -> None:
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        for _ in range(1000):
+            handler.wfile.write(b"a")
+            handler.wfile.flush()
+            if self.release.wait(0.05):
+                return
+
+    def on_huge(self, handler: BaseHTTPRequestHandler, _: str) -> None:
+        chunk = b"a" * (1 << 20)
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(300 * len(chunk)))
+        handler.end_headers()
+        for _ in range(300):
+            handler.wfile.write(chunk)
+            self.bytes_sent += len(chunk)
+
+    def on_cut_short(self, handler: BaseHTTPRequestHandler, _: str) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "1000")
+        handler.end_headers()
+        handler.wfile.write(b"short")
+        handler.close_connection = True
+
+    def on_garbage(self, handler: BaseHTTPRequestHandler, _: str) -> None:
+        handler.wfile.write(b"garbage\r\n\r\n")
+        handler.close_connection = True
+
+    def on_hang_up(self, handler: BaseHTTPRequestHandler, _: str) -> None:
+        handler.close_connection = True  # no answer at all
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[[], Receiver]]:
+    made: list[Receiver] = []
+
+    def make() -> Receiver:
+        made.append(Receiver())
+        return made[-1]
+
+    yield make
+    for receiver in made:
+        receiver.close()
+
+
+@pytest.fixture
+def receiver(receivers: Callable[[], Receiver]) -> Receiver:
+    return receivers()
+
+
+def hooked(settings: Settings, url: str) -> Settings:
+    return settings.with_overrides(webhook_url=url, webhook_secret=SECRET)
+
+
+def stored_comment(settings: Settings, post_id: str = "harbour", email: str = EMAIL) -> str:
+    """Post a comment through the API (no worker on this database) and return its id."""
+    client = create_app(settings, configure_logs=False).test_client()
+    body = {"post_id": post_id, "comment": TEXT, "author": AUTHOR, "email": email}
+    response = client.post("/api/v1/comments", json=body)
+    assert response.status_code == 202, response.get_json()
+    return str(response.get_json()["id"])
+
+
+def deliveries(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("moderation_webhook_deliveries_total", {"outcome": outcome})
+    return value or 0.0
+
+
+# -- slow, hung and huge answers ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("behaviour", ["hang", "trickle-body", "trickle-headers"])
+def test_a_hung_or_trickling_site_holds_a_delivery_no_longer_than_its_deadline(
+    receiver: Receiver, behaviour: str
+) -> None:
+    """Socket timeouts alone bound each read: a byte every 50 ms would hold it for a minute."""
+    started = time.monotonic()
+    with pytest.raises(WebhookError, match=r"no complete answer within 0\.5 s"):
+        post_signed(receiver.url(f"/{behaviour}"), SECRET, b"{}", deadline=0.5)
+    assert time.monotonic() - started < 1.5
+    assert len(receiver.requests) == 1  # the site did get the POST; it just never finished
+
+
+def test_a_huge_answer_is_not_read_only_its_status_counts(
+    receiver: Receiver, settings: Settings, redis: redis_lib.Redis
+) -> None:
+    store = Runtime(settings).store
+    comment_id = stored_comment(settings)
+    started = time.monotonic()
+    assert deliver(store, receiver.url("/huge"), SECRET, comment_id, "e1") == "sent"
+    assert time.monotonic() - started < 2
+    # The site stopped at what the sockets' buffers hold, far from its 300 MB.
+    time.sleep(0.2)
+    assert receiver.bytes_sent < 64 * (1 << 20)
+    assert store.webhook_sent(comment_id, "e1")
+
+
+def test_the_delivery_deadline_is_ten_seconds_inside_the_tasks_time_limits(
+    settings: Settings,
+) -> None:
+    """The task's limits are a backstop (prefork): they never cut a delivery still in time."""
+    celery = create_celery(hooked(settings, "http://127.0.0.1:1/hook"))
+    assert DEADLINE_SECONDS == 10.0
+    task = celery.tasks[WEBHOOK_TASK]
+    assert DEADLINE_SECONDS < task.soft_time_limit < task.time_limit
+
+
+# -- redirects, failures, answers cut short ------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 304, 307, 308])
+def test_a_redirect_is_never_followed_and_the_event_is_not_counted_as_delivered(
+    receivers: Callable[[], Receiver], settings: Settings, redis: redis_lib.Redis, code: int
+) -> None:
+    site, elsewhere = receivers(), receivers()
+    target = base64.urlsafe_b64encode(elsewhere.url("/status/200").encode()).decode()
+    store = Runtime(settings).store
+    comment_id = stored_comment(settings)
+    with pytest.raises(WebhookRedirect, match=f"answered {code}"):
+        deliver(store, site.url(f"/redirect/{code}/{target}"), SECRET, comment_id, "e1")
+    assert elsewhere.requests == []  # neither the event nor its signature went anywhere else
+    assert not store.webhook_sent(comment_id, "e1")  # so it will be sent again
+
+
+@pytest.mark.parametrize("code", [500, 502, 503, 429])
+def test_a_server_error_or_429_is_worth_retrying(receiver: Receiver, code: int) -> None:
+    with pytest.raises(WebhookError, match=f"answered {code}"):
+        post_signed(receiver.url(f"/status/{code}"), SECRET, b"{}", deadline=2)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "error"),
+    [("cut-short", "IncompleteRead"), ("garbage", "BadStatusLine"), ("hang-up", "Disconnected")],
+)
+def test_an_answer_cut_short_is_worth_retrying(
+    receiver: Receiver, behaviour: str, error: str
+) -> None:
+    """http.client's errors are not OSErrors: they used to escape and end the task for good."""
+    with pytest.raises(WebhookError, match=error):
+        post_signed(receiver.url(f"/{behaviour}"), SECRET, b"{}", deadline=2)
+
+
+def test_the_site_receives_a_signed_event_and_a_4xx_refuses_it(receiver: Receiver) -> None:
+    body = b'{"id": "x"}'
+    assert post_signed(receiver.url("/status/204"), SECRET, body, deadline=2) == 204
+    _, headers, received = receiver.requests[-1]
+    assert received == body and verify(SECRET, headers[SIGNATURE_HEADER], body)
+    assert post_signed(receiver.url("/status/410"), SECRET, body, deadline=2) == 410
+
+
+def test_verify_answers_false_for_any_malformed_header_and_true_for_a_spaced_one() -> None:
+    now = int(time.time())
+    for header in (f"t={now},v1=é", f"t={now},v1=\udc80", f"t={now}", "garbage", "", f"t={now},"):
+        assert verify(SECRET, header, b"{}") is False, header
+    good = sign(SECRET, now, b"{}")
+    assert verify(SECRET, good, b"{}") and verify(SECRET, good.replace(",", ", "), b"{}")
+    assert not verify(SECRET, good, b"{ }")
+
+
+# -- retries, drops, the metric and the log ----------------------------------------------------
+
+
+def test_retries_wait_at_least_five_seconds_and_back_off_to_half_an_hour() -> None:
+    for _ in range(50):
+        delays = [webhook_retry_delay(n) for n in range(WEBHOOK_MAX_RETRIES)]
+        assert delays[0] >= WEBHOOK_RETRY_FIRST_DELAY == 5.0
+        assert all(later > earlier for earlier, later in itertools.pairwise(delays[:5]))
+        assert max(delays) <= WEBHOOK_RETRY_MAX_DELAY * 1.25 < 3600  # the visibility timeout
+
+
+def retry_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.message.startswith("webhook delivery failed")]
+
+
+def error_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_failing_site_gets_spaced_retries_then_the_event_is_dropped_with_an_error_line(
+    receiver: Receiver, settings: Settings, redis: redis_lib.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """apply() runs Celery's retries at once (eagerly); the waits are in the log lines."""
+    celery = create_celery(hooked(settings, receiver.url("/status/500")))
+    comment_id = stored_comment(settings)
+    failed, dropped = deliveries("failed_attempt"), deliveries("dropped")
+    with caplog.at_level(logging.WARNING, logger="workers.tasks"):
+        result = celery.tasks[WEBHOOK_TASK].apply(args=[comment_id, f"{comment_id}.1"])
+    assert result.get() == "dropped"
+    assert len(receiver.requests) == WEBHOOK_MAX_RETRIES + 1
+    waits = [r.retry_in_s for r in retry_lines(caplog)]  # type: ignore[attr-defined]
+    assert len(waits) == WEBHOOK_MAX_RETRIES and waits[0] >= 5.0  # never "Retry in 0s"
+    assert waits[:6] == sorted(waits[:6]) and sum(waits) > 2 * 3600
+    assert deliveries("failed_attempt") == failed + WEBHOOK_MAX_RETRIES
+    assert deliveries("dropped") == dropped + 1
+    (line,) = error_lines(caplog)
+    assert "dropped" in line.message and line.error == "receiver answered 500"  # type: ignore[attr-defined]
+    assert line.comment_id == comment_id and line.event == "comment.decided"  # type: ignore[attr-defined]
+    assert EMAIL not in caplog.text and AUTHOR not in caplog.text
+
+
+def test_a_redirecting_url_is_retried_and_logged_as_a_misconfiguration(
+    receivers: Callable[[], Receiver],
+    settings: Settings,
+    redis: redis_lib.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    site, elsewhere = receivers(), receivers()
+    target = base64.urlsafe_b64encode(elsewhere.url("/status/200").encode()).decode()
+    celery = create_celery(hooked(settings, site.url(f"/redirect/307/{target}")))
+    comment_id = stored_comment(settings)
+    with caplog.at_level(logging.WARNING, logger="workers.tasks"):
+        result = celery.tasks[WEBHOOK_TASK].apply(args=[comment_id, f"{comment_id}.1"])
+    assert result.get() == "dropped"  # never "sent": the site never had it
+    assert len(site.requests) == WEBHOOK_MAX_RETRIES + 1 and elsewhere.requests == []
+    misconfigured = [r.message for r in error_lines(caplog) if "redirect" in r.message]
+    assert len(misconfigured) == WEBHOOK_MAX_RETRIES + 1
+    assert "MODERATION_WEBHOOK_URL" in misconfigured[0]
+
+
+def test_a_4xx_drops_the_event_at_once_with_an_error_line(
+    receiver: Receiver, settings: Settings, redis: redis_lib.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    celery = create_celery(hooked(settings, receiver.url("/status/404")))
+    comment_id = stored_comment(settings)
+    dropped = deliveries("dropped")
+    with caplog.at_level(logging.WARNING, logger="workers.tasks"):
+        result = celery.tasks[WEBHOOK_TASK].apply(args=[comment_id, f"{comment_id}.1"])
+    assert result.get() == "dropped" and len(receiver.requests) == 1
+    assert deliveries("dropped") == dropped + 1
+    (line,) = error_lines(caplog)
+    assert line.comment_id == comment_id and line.error == "refused:404"  # type: ignore[attr-defined]
+
+
+def test_a_delivered_event_is_counted(
+    receiver: Receiver, settings: Settings, redis: redis_lib.Redis
+) -> None:
+    celery = create_celery(hooked(settings, receiver.url("/status/200")))
+    comment_id = stored_comment(settings)
+    before = deliveries("delivered")
+    assert celery.tasks[WEBHOOK_TASK].apply(args=[comment_id, f"{comment_id}.1"]).get() == "sent"
+    assert deliveries("delivered") == before + 1
