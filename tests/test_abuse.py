@@ -229,3 +229,33 @@ def test_duplicate_is_a_409_only_for_the_client_that_sent_the_original(
     repeat = client.post("/api/v1/comments", json=FORM, environ_base=guesser)
     assert repeat.status_code == 409 and repeat.get_json()["id"] == guess.get_json()["id"]
     assert len(list(redis.scan_iter("mod:c:*"))) == 2
+
+
+def test_failed_submissions_do_not_use_up_the_rate_limits(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """A reader who keeps getting a field wrong is not locked out; accepted posts still count."""
+    client = client_for(settings, rate_limit_ip="3/minute", rate_limit_author="3/minute")
+    env = {"REMOTE_ADDR": "203.0.113.90"}
+    bad_site = {**FORM, "url": "www.ann.example"}  # without http://
+    for _ in range(5):
+        response = client.post("/api/v1/comments", data=bad_site, headers=BROWSER, environ_base=env)
+        assert response.status_code == 422
+    codes = [
+        client.post(
+            "/api/v1/comments",
+            data={**FORM, "comment": f"Fixed, attempt {n}."},
+            headers=BROWSER,
+            environ_base=env,
+        ).status_code
+        for n in range(4)
+    ]
+    assert codes == [202, 202, 202, 429]
+    # A duplicate of an accepted comment counts too (it is a real submission).
+    duplicate_client = client_for(settings, rate_limit_ip="2/minute", duplicate_window_seconds=60)
+    other = {"REMOTE_ADDR": "203.0.113.91"}
+    codes = [
+        duplicate_client.post("/api/v1/comments", json=FORM, environ_base=other).status_code
+        for _ in range(3)
+    ]
+    assert codes == [202, 409, 429]
