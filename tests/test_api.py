@@ -214,3 +214,22 @@ def test_readiness_is_a_503_when_the_live_pointer_names_a_missing_version(
     ready = client.test_client().get("/readyz")
     assert ready.status_code == 503, ready.get_data(as_text=True)
     assert ready.get_json()["checks"]["model"] == "unavailable"
+
+
+def test_the_longest_comment_in_any_script_fits_the_default_body_limit(
+    client: FlaskClient,
+) -> None:
+    """Form encoding costs 9 bytes per CJK character and 12 per emoji: 65,525 of them must
+    still reach validation, not a 413."""
+    for char in ("日", "😀"):
+        response = client.post(
+            "/api/v1/comments",
+            data={**FORM, "comment": char * 65_525, "redirect_to": "/news/budget"},
+            headers=BROWSER,
+        )
+        assert response.status_code == 303, (char, response.status_code)
+    one_more = client.post(
+        "/api/v1/comments", data={**FORM, "comment": "😀" * 65_526}, headers=BROWSER
+    )
+    assert one_more.status_code == 422
+    assert "at most 65,525 characters" in one_more.get_data(as_text=True)

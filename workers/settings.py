@@ -48,7 +48,10 @@ class Settings:
     spam_hold_threshold: float | None = None
     toxic_hold_threshold: float | None = None
     # Intake
-    max_content_length: int = 256 * 1024
+    # The longest comment (65,525 characters) must fit in any script: a 4-byte UTF-8 character
+    # (emoji, rarer CJK) is 12 bytes percent-encoded or as a JSON surrogate pair, so 786,300
+    # bytes, plus at most ~35 kB of other fields (redirect_to alone can be 24 kB): 1 MiB.
+    max_content_length: int = 1024 * 1024
     site_origins: tuple[str, ...] = ()
     min_submit_seconds: float = 3.0
     # Scoring pipeline
