@@ -26,12 +26,20 @@ class ScoreLike(Protocol):
     def toxic(self) -> float: ...
 
 
+# Form-token states that hold a comment for a moderator, and their reason codes. An expired
+# token (a reader who took days) is harmless.
+FORM_TOKEN_HOLDS = {"missing": "form_token_missing", "invalid": "form_token_invalid"}
+
+
 @dataclass(frozen=True)
 class Signals:
     """Site signals about one submission, gathered outside the model."""
 
     honeypot_filled: bool = False
     submit_seconds: float | None = None  # time from form render to submit, when signed
+    # What the signed form token showed: valid | expired | invalid | missing, or "" when it is
+    # no signal (a JSON client, or a comment stored before the token was recorded).
+    form_token: str = ""
     min_submit_seconds: float = 3.0
     duplicate_count: int = 0  # earlier identical comments by the same author
     author_approved: int = 0
@@ -67,6 +75,9 @@ def decide(
     )
     if too_fast:
         codes.append("submitted_too_fast")
+    if signals.form_token in FORM_TOKEN_HOLDS:
+        # A form post without our token, or with a forged one, skipped the timing check.
+        codes.append(FORM_TOKEN_HOLDS[signals.form_token])
     if signals.duplicate_count > 0:
         codes.append("duplicate_text")
 

@@ -7,7 +7,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
@@ -22,6 +22,8 @@ REQUIRED = ("post_id", "comment", "author", "email")
 # Hidden form fields: the honeypot (humans never fill it) and the signed render time.
 HONEYPOT_FIELD = "homepage"
 FORM_TOKEN_FIELD = "form_token"  # noqa: S105 - a field name, not a secret
+# What the signed form token of a submission showed (None: no signal, e.g. a JSON client).
+FormToken = Literal["valid", "expired", "invalid", "missing"]
 MAX_LENGTH = {"author": 245, "email": 254, "url": 200, "comment": 65_525, "post_id": 128}
 LABELS = {
     "post_id": "Post",
@@ -51,7 +53,10 @@ def field_values(source: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def validate_submission(
-    values: Mapping[str, Any], *, submit_seconds: float | None = None
+    values: Mapping[str, Any],
+    *,
+    submit_seconds: float | None = None,
+    form_token: FormToken | None = None,
 ) -> Submission | Invalid:
     """Check a submission and return it cleaned, or every error at once."""
     errors: dict[str, str] = {}
@@ -108,6 +113,7 @@ def validate_submission(
         parent_id=clean.get("parent_id", ""),
         honeypot_filled=isinstance(honeypot, str) and bool(honeypot.strip()),
         submit_seconds=submit_seconds,
+        form_token=form_token or "",
     )
 
 

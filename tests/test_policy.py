@@ -66,3 +66,15 @@ def test_a_score_that_is_not_a_number_is_held_never_published() -> None:
     for spam, toxic in ((float("nan"), 0.01), (0.01, float("nan")), (float("inf"), 0.0)):
         decision = decide(S(spam, toxic), T)
         assert decision.queue == "pending" and decision.reasons == ("score_not_finite",)
+
+
+def test_a_form_post_without_a_valid_token_is_held_with_its_reason() -> None:
+    for state, code in (("missing", "form_token_missing"), ("invalid", "form_token_invalid")):
+        decision = decide(S(0.0, 0.0), T, Signals(form_token=state))
+        assert decision.queue == "pending" and decision.label == "signal"
+        assert decision.reasons == (code,)
+    # A reader who took days (expired), a valid token and no signal at all (JSON) publish.
+    for state in ("expired", "valid", ""):
+        assert decide(S(0.0, 0.0), T, Signals(form_token=state, submit_seconds=None)).queue == (
+            "approved"
+        )

@@ -97,3 +97,10 @@ def test_parent_id_must_look_like_a_comment_id() -> None:
 def test_honeypot_is_recorded_as_a_signal() -> None:
     result = validate_submission({**VALID, "homepage": "http://spam.example"})
     assert isinstance(result, Submission) and result.honeypot_filled
+
+
+def test_the_form_token_signal_is_carried_to_the_submission() -> None:
+    result = validate_submission(VALID, form_token="missing")
+    assert isinstance(result, Submission) and result.form_token == "missing"
+    plain = validate_submission(VALID)
+    assert isinstance(plain, Submission) and plain.form_token == ""

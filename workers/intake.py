@@ -28,6 +28,7 @@ class Submission:
     parent_id: str = ""
     honeypot_filled: bool = False
     submit_seconds: float | None = None
+    form_token: str = ""  # valid | expired | invalid | missing; "" when it is no signal
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ def accept_comment(
     signals: dict[str, Any] = {"honeypot_filled": submission.honeypot_filled}
     if submission.submit_seconds is not None:
         signals["submit_seconds"] = round(submission.submit_seconds, 3)
+    if submission.form_token:
+        signals["form_token"] = submission.form_token
     comment_id = new_comment_id()
     stored_id, _, duplicate_of = runtime.store.add(
         NewComment(

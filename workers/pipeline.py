@@ -55,9 +55,11 @@ def signals_for(
     raw = record.get("signals") or {}
     seconds = raw.get("submit_seconds")
     history = history or {}
+    token = raw.get("form_token")
     return Signals(
         honeypot_filled=bool(raw.get("honeypot_filled")),
         submit_seconds=float(seconds) if isinstance(seconds, int | float) else None,
+        form_token=token if isinstance(token, str) else "",
         min_submit_seconds=settings.min_submit_seconds,
         author_approved=history.get("approved", 0),
         author_rejected=history.get("rejected", 0) + history.get("spam", 0),
