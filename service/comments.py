@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
-from itsdangerous import BadSignature, TimestampSigner
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+from werkzeug.exceptions import HTTPException
 
 from service import services
 from service.errors import problem, wants_html
 from service.validation import (
     FORM_TOKEN_FIELD,
+    FormToken,
     Invalid,
     field_values,
     parse_cursor,
@@ -27,6 +30,15 @@ from workers.store import is_comment_id
 bp = Blueprint("comments", __name__, url_prefix="/api/v1")
 
 FORM_TOKEN_MAX_AGE = 24 * 3600
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# Added to the article's address when a browser is sent back after posting, so the page (ours
+# or a site's own) can tell the reader their comment is waiting: ?comment_status=pending&...
+REDIRECT_STATUS_PARAM = "comment_status"
+REDIRECT_ID_PARAM = "comment_id"
+PARENT_GONE = (
+    "The comment you were replying to could not be found (it may have been removed). "
+    "Post yours again to publish it as a new comment, not a reply."
+)
 
 
 def public_view(record: dict[str, Any]) -> dict[str, Any]:
@@ -47,16 +59,36 @@ def new_form_token() -> str:
     return _form_signer().sign(b"form").decode()
 
 
-def _submit_seconds(token: Any) -> float | None:
-    if not isinstance(token, str) or not token:
-        return None
+def check_form_token(token: Any) -> tuple[FormToken, float | None]:
+    """Return whether a form token is valid, expired, invalid or missing, and, when valid,
+    the seconds since the form was rendered."""
+    if token is None or token == "":
+        return "missing", None
+    if not isinstance(token, str):
+        return "invalid", None
     try:
         _, signed_at = _form_signer().unsign(
             token, max_age=FORM_TOKEN_MAX_AGE, return_timestamp=True
         )
+    except SignatureExpired:
+        # Signed by us, but more than a day ago (a reader who left the tab open): harmless.
+        return "expired", None
     except (BadSignature, ValueError, TypeError):
-        return None
-    return max(0.0, time.time() - signed_at.timestamp())
+        return "invalid", None
+    return "valid", max(0.0, time.time() - signed_at.timestamp())
+
+
+def _form_token_signal(token: Any) -> tuple[FormToken | None, float | None]:
+    """Return the token signal of this request's submission and the submit time.
+
+    Only an HTML form post (form-encoded) is expected to carry the token our pages and
+    GET /api/v1/form-token hand out; JSON clients are scripts and legitimately have none, so a
+    missing or unreadable token from them is no signal at all.
+    """
+    state, seconds = check_form_token(token)
+    if request.mimetype in FORM_TYPES:
+        return state, seconds
+    return (state, seconds) if state in ("valid", "expired") else (None, None)
 
 
 def _parse_body() -> tuple[dict[str, Any] | None, Response | None]:
@@ -71,7 +103,7 @@ def _parse_body() -> tuple[dict[str, Any] | None, Response | None]:
         if not isinstance(body, dict):
             return None, problem(400, "Bad Request", "The JSON body must be an object of fields.")
         return body, None
-    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    if request.mimetype in FORM_TYPES:
         return request.form.to_dict(flat=True), None
     return None, problem(
         415,
@@ -102,6 +134,69 @@ def _same_site_target(candidate: str | None) -> str | None:
     return candidate if origin in allowed else None
 
 
+def _article_target(body: Mapping[str, Any]) -> str | None:
+    """Return the same-site page the reader came from: redirect_to, else the Referer."""
+    given = body.get("redirect_to")
+    return _same_site_target(given if isinstance(given, str) else None) or _same_site_target(
+        request.referrer
+    )
+
+
+def pending_redirect_target(back_to: str, comment_id: str) -> str:
+    """Return the article's address with the pending flag and id in its query and fragment."""
+    base = back_to.split("#", 1)[0]
+    path, _, query = base.partition("?")
+    ours = (REDIRECT_STATUS_PARAM, REDIRECT_ID_PARAM)
+    # Drop the flag of an earlier comment (the page the reader posted from may carry one);
+    # every other parameter is kept byte for byte.
+    kept = [p for p in query.split("&") if p and p.split("=", 1)[0] not in ours]
+    kept += [f"{REDIRECT_STATUS_PARAM}=pending", f"{REDIRECT_ID_PARAM}={comment_id}"]
+    return f"{path}?{'&'.join(kept)}#comment-{comment_id}"
+
+
+def _fix_page(errors: dict[str, str], values: Mapping[str, Any], back_to: str | None) -> Response:
+    """Return the "please fix your comment" page (422) with everything the reader typed."""
+    shown = {k: v for k, v in values.items() if isinstance(v, str)}
+    errors = dict(errors)
+    if "parent_id" in errors:
+        # The reader cannot change a hidden field: drop the reply link, or the page would
+        # refuse the same id on every attempt.
+        shown["parent_id"] = ""
+        errors["parent_id"] = PARENT_GONE
+    # Keep a valid token, so the time is still counted from the first rendering.
+    given = values.get(FORM_TOKEN_FIELD)
+    keep = check_form_token(given)[0] == "valid"
+    page = render_template(
+        "fix_form.html",
+        errors=errors,
+        values=shown,
+        form_token=given if keep else new_form_token(),
+        # Keep the article's address, so fixing the form still leads back to it.
+        redirect_to=back_to or "",
+    )
+    return Response(page, status=422, mimetype="text/html")
+
+
+@bp.context_processor
+def reader_draft() -> dict[str, str]:
+    """Give error pages of a browser's form post the reader's text and a way back to the article.
+
+    Runs for pages rendered while handling this blueprint's requests, including the rate-limit,
+    storage and size errors raised before or inside the view.
+    """
+    if request.method != "POST" or request.mimetype not in FORM_TYPES:
+        return {}
+    try:
+        form: Mapping[str, Any] = request.form
+    except HTTPException:  # the body was over the size limit: none of it was read
+        form = {}
+    draft = form.get("comment")
+    return {
+        "reader_draft": draft if isinstance(draft, str) else "",
+        "article_url": _article_target(form) or "",
+    }
+
+
 @bp.post("/comments")
 def submit() -> Response | tuple[Response, int]:
     """Accept a comment from a form or a script; store it and queue it for scoring."""
@@ -110,24 +205,13 @@ def submit() -> Response | tuple[Response, int]:
         return error
     assert body is not None  # noqa: S101 - _parse_body returns one or the other
     values = field_values(body)
-    result = validate_submission(
-        values, submit_seconds=_submit_seconds(values.get(FORM_TOKEN_FIELD))
-    )
+    token_state, submit_seconds = _form_token_signal(values.get(FORM_TOKEN_FIELD))
+    result = validate_submission(values, submit_seconds=submit_seconds, form_token=token_state)
     browser = wants_html()
-    back_to = _same_site_target(
-        body.get("redirect_to") if isinstance(body.get("redirect_to"), str) else None
-    ) or _same_site_target(request.referrer)
+    back_to = _article_target(body)
     if isinstance(result, Invalid):
         if browser:
-            page = render_template(
-                "fix_form.html",
-                errors=result.errors,
-                values={k: v for k, v in values.items() if isinstance(v, str)},
-                form_token=values.get(FORM_TOKEN_FIELD) or new_form_token(),
-                # Keep the article's address, so fixing the form still leads back to it.
-                redirect_to=back_to or "",
-            )
-            return Response(page, status=422, mimetype="text/html")
+            return _fix_page(result.errors, values, back_to)
         return problem(
             422,
             "Unprocessable Content",
@@ -139,6 +223,8 @@ def submit() -> Response | tuple[Response, int]:
         parent = svc.runtime.store.get(result.parent_id)
         if parent is None or parent.get("post_id") != result.post_id:
             errors = {"parent_id": "Reply to must be the id of an existing comment on this post."}
+            if browser:  # e.g. deleted while the reader was typing: keep their text
+                return _fix_page(errors, values, back_to)
             return problem(422, "Unprocessable Content", "Some fields need fixing.", errors=errors)
     accepted = accept_comment(
         svc.runtime, svc.celery, result, request_id=g.request_id, client_ip=request.remote_addr
@@ -158,7 +244,7 @@ def submit() -> Response | tuple[Response, int]:
         )
     if browser:
         if back_to:
-            target = back_to.split("#", 1)[0] + f"#comment-{accepted.id}"
+            target = pending_redirect_target(back_to, accepted.id)
             return redirect(target, code=303)  # type: ignore[return-value]
         return Response(
             render_template("received.html", comment_id=accepted.id), 202, mimetype="text/html"
@@ -231,10 +317,24 @@ demo = Blueprint("demo", __name__)
 def demo_page() -> str:
     """Render a demo article page with the comment form (for trying the service locally)."""
     post_id = "demo-article"
-    records, _ = services().runtime.store.list_post(post_id, after=None, limit=50)
+    store = services().runtime.store
+    records, _ = store.list_post(post_id, after=None, limit=50)
+    # Sent back here after posting (pending_redirect_target): say what happened to the comment.
+    posted_id = request.args.get(REDIRECT_ID_PARAM, "")
+    posted = store.get(posted_id) if is_comment_id(posted_id) else None
+    if posted is not None and posted.get("post_id") != post_id:
+        posted = None
+    awaiting = request.args.get(REDIRECT_STATUS_PARAM) == "pending" and (
+        posted is None or posted["status"] != "approved"
+    )
+    published = posted if posted is not None and posted["status"] == "approved" else None
     return render_template(
         "demo.html",
         comments=records,
+        awaiting_id=posted_id if awaiting and is_comment_id(posted_id) else "",
+        awaiting=awaiting,
+        published=published,
+        published_listed=published is not None and any(r["id"] == posted_id for r in records),
         values={"post_id": post_id},
         errors={},
         form_token=new_form_token(),

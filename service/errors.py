@@ -10,10 +10,26 @@ from flask import Flask, Response, jsonify, render_template, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from service.validation import MAX_LENGTH
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_SECONDS = 5
+# Browsers get words a reader can act on where Werkzeug's or Flask-Limiter's are technical
+# ("The data value transmitted exceeds the capacity limit.", "10 per 1 minute").
+_READER_WORDING = {
+    413: (
+        "Your comment is too long to send",
+        f"A comment can be up to {MAX_LENGTH['comment']:,} characters. "
+        "Please shorten it and post it again.",
+    ),
+    429: (
+        "Please wait a moment",
+        "Several comments were posted from here in a short time. "
+        "Please wait a minute, then post your comment again.",
+    ),
+}
 
 
 def wants_html() -> bool:
@@ -33,6 +49,7 @@ def problem(
 ) -> Response:
     """Return an RFC 9457 problem response (JSON), or an HTML page for browsers."""
     if wants_html():
+        title, detail = _READER_WORDING.get(status, (title, detail))
         html = render_template(
             "error.html", status=status, title=title, detail=detail, errors=errors or {}
         )

@@ -6,6 +6,7 @@ import time
 
 import redis as redis_lib
 from flask.testing import FlaskClient
+from itsdangerous import TimestampSigner
 
 from service import create_app
 from tests.conftest import MODERATOR_TOKEN
@@ -259,3 +260,50 @@ def test_failed_submissions_do_not_use_up_the_rate_limits(
         for _ in range(3)
     ]
     assert codes == [202, 409, 429]
+
+
+def _token_signed_ago(settings: Settings, seconds: float) -> str:
+    class Past(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time() - seconds)
+
+    return Past(settings.secret_key, salt="comment-form-rendered").sign(b"form").decode()
+
+
+def test_form_posts_without_a_valid_form_token_are_held_for_a_moderator(
+    client: FlaskClient, settings: Settings
+) -> None:
+    """A bot leaving out the signed token, or forging one, no longer skips the timing check;
+    a reader who took days (expired token) and JSON clients (no form) are not held for it."""
+    runtime = Runtime(settings)
+    posts = {
+        "missing": {"data": FORM},
+        "blank": {"data": {**FORM, "form_token": ""}},
+        "forged": {"data": {**FORM, "form_token": "form.AAAAAA.forged-signature"}},
+        "expired": {"data": {**FORM, "form_token": _token_signed_ago(settings, 3 * 86400)}},
+        "valid": {"data": {**FORM, "form_token": _token_signed_ago(settings, 60)}},
+        "json": {"json": FORM},
+        "json_forged": {"json": {**FORM, "form_token": "nope"}},
+    }
+    reasons = {}
+    for name, kwargs in posts.items():
+        comment = f"{FORM['comment']} ({name})"
+        body = {**(kwargs.get("data") or kwargs["json"]), "comment": comment}
+        key = "data" if "data" in kwargs else "json"
+        response = client.post("/api/v1/comments", **{key: body}, headers=BROWSER)
+        assert response.status_code in (202, 303), (name, response.status_code)
+        comment_id = (
+            response.get_json()["id"]
+            if response.mimetype == "application/json"
+            else response.get_data(as_text=True).split("Reference: ")[1].split("<")[0]
+        )
+        score_and_decide(runtime, comment_id)
+        record = runtime.store.get(comment_id)
+        reasons[name] = (record["queue"], set(record["decision_reasons"] or []))
+    token_codes = {"form_token_missing", "form_token_invalid"}
+    for name in ("missing", "blank"):
+        queue, codes = reasons[name]
+        assert queue == "pending" and "form_token_missing" in codes, (name, reasons[name])
+    assert reasons["forged"][0] == "pending" and "form_token_invalid" in reasons["forged"][1]
+    for name in ("expired", "valid", "json", "json_forged"):
+        assert not reasons[name][1] & token_codes, (name, reasons[name])

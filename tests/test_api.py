@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import redis as redis_lib
@@ -49,7 +50,9 @@ def test_browser_form_post_is_redirected_back_with_the_id(client: FlaskClient) -
         headers=BROWSER,
     )
     assert response.status_code == 303
-    assert response.headers["Location"].startswith("/articles/budget-vote#comment-")
+    location = response.headers["Location"]
+    assert location.startswith("/articles/budget-vote?comment_status=pending&comment_id=")
+    assert location.endswith("#comment-" + location.rsplit("comment_id=", 1)[1].split("#")[0])
 
 
 def test_fixing_the_form_still_leads_back_to_the_article(client: FlaskClient) -> None:
@@ -67,7 +70,7 @@ def test_fixing_the_form_still_leads_back_to_the_article(client: FlaskClient) ->
         headers={**BROWSER, "Referer": "http://localhost/api/v1/comments"},
     )
     assert fixed.status_code == 303
-    assert fixed.headers["Location"].startswith(article + "#comment-")
+    assert fixed.headers["Location"].startswith(article + "?comment_status=pending&comment_id=")
     broken = client.post(
         "/api/v1/comments", data=FORM, headers={**BROWSER, "Referer": "http://[::1/x"}
     )
@@ -216,6 +219,126 @@ def test_readiness_is_a_503_when_the_live_pointer_names_a_missing_version(
     assert ready.get_json()["checks"]["model"] == "unavailable"
 
 
+def _location_id(location: str) -> str:
+    return location.rsplit("#comment-", 1)[1]
+
+
+def test_after_posting_the_reader_is_told_the_comment_awaits_moderation(
+    client: FlaskClient,
+) -> None:
+    """The redirect carries a flag and the id the page can see (a fragment never reaches the
+    server), and the demo page says the comment is awaiting moderation, then that it is
+    published once approved."""
+    posted = client.post(
+        "/api/v1/comments",
+        data={**FORM, "post_id": "demo-article", "redirect_to": "/"},
+        headers=BROWSER,
+    )
+    assert posted.status_code == 303
+    location = posted.headers["Location"]
+    comment_id = _location_id(location)
+    assert location == f"/?comment_status=pending&comment_id={comment_id}#comment-{comment_id}"
+
+    page = client.get(location.split("#")[0], headers=BROWSER).get_data(as_text=True)
+    assert "Your comment is awaiting moderation" in page
+    assert f'id="comment-{comment_id}"' in page  # the fragment lands on the notice
+    assert FORM["comment"] not in page  # a held comment is not shown to anyone
+    assert "awaiting moderation" not in client.get("/").get_data(as_text=True)
+
+    approved = client.post(
+        f"/api/v1/moderation/comments/{comment_id}/decision",
+        json={"action": "approve"},
+        headers={"Authorization": f"Bearer {MODERATOR_TOKEN}"},
+    )
+    assert approved.status_code == 200, approved.get_data(as_text=True)
+    page = client.get(location.split("#")[0], headers=BROWSER).get_data(as_text=True)
+    assert "Your comment has been published" in page
+    assert "awaiting moderation" not in page
+    assert f'id="comment-{comment_id}"' in page and FORM["comment"] in page
+
+
+def test_the_redirect_keeps_the_articles_query_and_replaces_an_earlier_flag(
+    client: FlaskClient,
+) -> None:
+    response = client.post(
+        "/api/v1/comments",
+        data={
+            **FORM,
+            "redirect_to": "/news/budget?page=2&comment_status=pending&comment_id=old&x=a%20b#top",
+        },
+        headers=BROWSER,
+    )
+    comment_id = _location_id(response.headers["Location"])
+    assert response.headers["Location"] == (
+        f"/news/budget?page=2&x=a%20b&comment_status=pending&comment_id={comment_id}"
+        f"#comment-{comment_id}"
+    )
+
+
+def test_a_reply_to_a_parent_deleted_meanwhile_reshows_the_form_with_the_text(
+    client: FlaskClient,
+) -> None:
+    admin = {"Authorization": f"Bearer {MODERATOR_TOKEN}"}
+    parent = client.post("/api/v1/comments", json=FORM).get_json()["id"]
+    deleted = client.post(
+        f"/api/v1/moderation/comments/{parent}/decision", json={"action": "delete"}, headers=admin
+    )
+    assert deleted.status_code == 200, deleted.get_data(as_text=True)
+    reply = {**FORM, "comment": "My long and careful reply.", "parent_id": parent}
+    response = client.post(
+        "/api/v1/comments", data={**reply, "redirect_to": "/news/budget"}, headers=BROWSER
+    )
+    assert response.status_code == 422 and response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert ">My long and careful reply.</textarea>" in page
+    assert 'name="parent_id" value=""' in page
+    assert "could not be found" in page and "as a new comment" in page
+    # Posting the page again publishes it as a new comment, back on the article.
+    again = client.post(
+        "/api/v1/comments",
+        data={**reply, "parent_id": "", "redirect_to": "/news/budget"},
+        headers=BROWSER,
+    )
+    assert again.status_code == 303 and again.headers["Location"].startswith("/news/budget?")
+    # Scripts still get the problem naming the field.
+    assert "parent_id" in client.post("/api/v1/comments", json=reply).get_json()["errors"]
+
+
+def test_rate_limit_and_outage_pages_keep_the_readers_text_and_link_back(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """No JavaScript "go back" link (the CSP blocks it): the text in a box to copy and a plain
+    link to the article, only when it is on the same site."""
+    limited = create_app(
+        settings.with_overrides(rate_limit_ip="1/minute"), configure_logs=False
+    ).test_client()
+    text = "A reply I spent ten minutes writing."
+    form = {**FORM, "comment": text, "redirect_to": "/news/budget"}
+    assert limited.post("/api/v1/comments", data=form, headers=BROWSER).status_code == 303
+    page = limited.post("/api/v1/comments", data={**form, "comment": text + "!"}, headers=BROWSER)
+    assert page.status_code == 429 and page.mimetype == "text/html"
+    body = page.get_data(as_text=True)
+    assert f">{text}!</textarea>" in body
+    assert '<a href="/news/budget">Back to the article</a>' in body
+    assert "Please wait a minute" in body
+    assert "javascript:" not in body
+
+    down = create_app(
+        settings.with_overrides(redis_url="redis://127.0.0.1:1/0"), configure_logs=False
+    ).test_client()
+    page = down.post("/api/v1/comments", data=form, headers=BROWSER)
+    assert page.status_code == 503 and page.headers["Retry-After"]
+    body = page.get_data(as_text=True)
+    assert f">{text}</textarea>" in body and 'href="/news/budget"' in body
+    assert "javascript:" not in body
+    elsewhere = down.post(
+        "/api/v1/comments",
+        data={**form, "redirect_to": "https://evil.example/"},
+        headers={**BROWSER, "Referer": "https://evil.example/x"},
+    ).get_data(as_text=True)
+    assert "evil.example" not in elsewhere and f">{text}</textarea>" in elsewhere
+
+
 def test_the_longest_comment_in_any_script_fits_the_default_body_limit(
     client: FlaskClient,
 ) -> None:
@@ -233,3 +356,54 @@ def test_the_longest_comment_in_any_script_fits_the_default_body_limit(
     )
     assert one_more.status_code == 422
     assert "at most 65,525 characters" in one_more.get_data(as_text=True)
+
+
+def test_a_body_over_the_limit_gets_a_page_a_reader_understands(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    app = create_app(settings.with_overrides(max_content_length=2048), configure_logs=False)
+    response = app.test_client().post(
+        "/api/v1/comments",
+        data={**FORM, "comment": "x" * 5000},
+        headers={**BROWSER, "Referer": "http://localhost/news/budget"},
+    )
+    assert response.status_code == 413 and response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "Your comment is too long to send" in page and "65,525 characters" in page
+    assert "capacity limit" not in page and "javascript:" not in page
+    assert 'href="http://localhost/news/budget"' in page
+
+
+def test_the_fix_page_marks_invalid_fields_for_assistive_technology(client: FlaskClient) -> None:
+    page = client.post(
+        "/api/v1/comments",
+        data={**FORM, "author": "", "url": "www.example.org"},
+        headers=BROWSER,
+    ).get_data(as_text=True)
+    author = re.search(r'<input type="text" id="author"[^>]*>', page)
+    url = re.search(r'<input type="url" id="url"[^>]*>', page)
+    email = re.search(r'<input type="email" id="email"[^>]*>', page)
+    assert author and url and email
+    assert 'aria-invalid="true"' in author[0] and 'aria-describedby="author-error"' in author[0]
+    assert 'aria-invalid="true"' in url[0] and 'aria-describedby="url-error"' in url[0]
+    assert "aria-invalid" not in email[0]
+    assert 'id="author-error"' in page and 'id="url-error"' in page
+    # The first field to fix has the focus, and only it.
+    assert "autofocus" in author[0] and page.count("autofocus") == 1
+    assert 'href="#author"' in page and 'href="#url"' in page
+
+
+def test_a_malformed_reply_id_is_dropped_instead_of_refused_forever(client: FlaskClient) -> None:
+    response = client.post("/api/v1/comments", data={**FORM, "parent_id": "42"}, headers=BROWSER)
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert 'name="parent_id" value=""' in page
+    assert 'href="#parent_id"' not in page  # never a link to a hidden input
+    assert "could not be found" in page
+    hidden = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page))
+    again = client.post(
+        "/api/v1/comments",
+        data={**FORM, **hidden, "redirect_to": "/news/budget"},
+        headers=BROWSER,
+    )
+    assert again.status_code == 303
