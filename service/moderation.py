@@ -22,7 +22,7 @@ from workers.moderation import (
 )
 from workers.privacy import mask_email
 from workers.store import QUEUES, is_comment_id
-from workers.tasks import notify_decision
+from workers.tasks import notify_decision, notify_deletion
 
 bp = Blueprint("moderation", __name__, url_prefix="/api/v1/moderation")
 
@@ -211,6 +211,9 @@ def _act(
     if steps is not None and result.undo_step is not None:
         steps.append(result.undo_step)
     if result.deleted:
+        deleted = result.undo_step["record"] if result.undo_step else {}
+        post_id = str(deleted.get("post_id") or "")
+        notify_deletion(svc.celery, svc.runtime, comment_id, post_id, "deleted")
         return 200, {"id": comment_id, "deleted": True, "previous_queue": result.previous_queue}
     notify_decision(svc.celery, svc.runtime, comment_id)
     assert result.comment is not None  # noqa: S101 - found and not deleted

@@ -11,6 +11,7 @@ from service import services
 from service.auth import current_moderator, require_role
 from service.errors import problem
 from workers.erasure import erase_by_email, export_by_email
+from workers.tasks import notify_deletion
 
 bp = Blueprint("privacy", __name__, url_prefix="/api/v1/privacy")
 
@@ -65,5 +66,14 @@ def erase() -> Response:
     svc = services()
     moderator = current_moderator()
     actor = moderator.name if moderator else "admin"
-    report = erase_by_email(svc.runtime.store, svc.runtime.vault, email, actor)
+    report = erase_by_email(
+        svc.runtime.store,
+        svc.runtime.vault,
+        email,
+        actor,
+        # A site mirroring published comments hears of each one, by id only.
+        on_deleted=lambda comment_id, post_id: notify_deletion(
+            svc.celery, svc.runtime, comment_id, post_id, "erased"
+        ),
+    )
     return Response(json.dumps(report.to_dict()), mimetype="application/json")

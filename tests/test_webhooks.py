@@ -1,6 +1,7 @@
 """Webhooks as a receiving site and an operator see them, against real local HTTP servers.
 
-Slow, hung, redirecting, failing and half-answering sites; retries, drops and their metric.
+Slow, hung, redirecting, failing and half-answering sites; deletion events; retries, drops and
+their metric.
 """
 
 from __future__ import annotations
@@ -8,11 +9,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 import redis as redis_lib
@@ -20,9 +23,14 @@ from prometheus_client import REGISTRY
 
 from service import create_app
 from workers.celery_app import (
+    PURGE_TASK,
+    WEBHOOK_DELETION_TASK,
+    WEBHOOK_QUEUE,
     WEBHOOK_TASK,
     create_celery,
 )
+from workers.moderation import create_token
+from workers.pipeline import score_and_decide
 from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.tasks import (
@@ -161,6 +169,13 @@ def receiver(receivers: Callable[[], Receiver]) -> Receiver:
     return receivers()
 
 
+@pytest.fixture
+def broker(redis: redis_lib.Redis) -> redis_lib.Redis:
+    """The test database's Celery queues, emptied of earlier tests' webhook messages."""
+    redis.delete(WEBHOOK_QUEUE)
+    return redis
+
+
 def hooked(settings: Settings, url: str) -> Settings:
     return settings.with_overrides(webhook_url=url, webhook_secret=SECRET)
 
@@ -172,6 +187,16 @@ def stored_comment(settings: Settings, post_id: str = "harbour", email: str = EM
     response = client.post("/api/v1/comments", json=body)
     assert response.status_code == 202, response.get_json()
     return str(response.get_json()["id"])
+
+
+def queued_webhooks(broker: redis_lib.Redis) -> list[tuple[str, list[Any]]]:
+    """Return (task name, args) of every message waiting in the webhooks queue, oldest first."""
+    found = []
+    for raw in reversed(broker.lrange(WEBHOOK_QUEUE, 0, -1)):
+        message = json.loads(raw)
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        found.append((message["headers"]["task"], args))
+    return found
 
 
 def deliveries(outcome: str) -> float:
@@ -214,8 +239,9 @@ def test_the_delivery_deadline_is_ten_seconds_inside_the_tasks_time_limits(
     """The task's limits are a backstop (prefork): they never cut a delivery still in time."""
     celery = create_celery(hooked(settings, "http://127.0.0.1:1/hook"))
     assert DEADLINE_SECONDS == 10.0
-    task = celery.tasks[WEBHOOK_TASK]
-    assert DEADLINE_SECONDS < task.soft_time_limit < task.time_limit
+    for name in (WEBHOOK_TASK, WEBHOOK_DELETION_TASK):
+        task = celery.tasks[name]
+        assert DEADLINE_SECONDS < task.soft_time_limit < task.time_limit
 
 
 # -- redirects, failures, answers cut short ------------------------------------------------------
@@ -352,3 +378,89 @@ def test_a_delivered_event_is_counted(
     before = deliveries("delivered")
     assert celery.tasks[WEBHOOK_TASK].apply(args=[comment_id, f"{comment_id}.1"]).get() == "sent"
     assert deliveries("delivered") == before + 1
+
+
+# -- deletion events ----------------------------------------------------------------------------
+
+
+def deliver_queued(
+    settings: Settings, broker: redis_lib.Redis, site: Receiver
+) -> list[dict[str, Any]]:
+    """Run every queued webhook message through its task; return the events the site got."""
+    celery = create_celery(settings)
+    for name, args in queued_webhooks(broker):
+        assert celery.tasks[name].apply(args=args).get() == "sent"
+    events = []
+    for _, headers, body in site.requests:
+        assert verify(SECRET, headers[SIGNATURE_HEADER], body)
+        events.append(json.loads(body))
+    return events
+
+
+def assert_only_ids(event: dict[str, Any]) -> None:
+    text = json.dumps(event)
+    assert EMAIL not in text and AUTHOR not in text and TEXT not in text
+    assert set(event) == {"id", "type", "comment", "reason"}
+    assert set(event["comment"]) == {"id", "post_id"}
+
+
+def test_a_deleted_comment_reaches_the_site_as_a_comment_deleted_event(
+    receiver: Receiver, settings: Settings, broker: redis_lib.Redis
+) -> None:
+    hook = hooked(settings, receiver.url("/status/204"))
+    comment_id = stored_comment(hook)
+    client = create_app(hook, configure_logs=False).test_client()
+    admin = {"Authorization": "Bearer " + create_token(Runtime(hook).store, "root", "admin")}
+    score_and_decide(Runtime(hook), comment_id)
+    approve = {"action": "approve"}
+    url = f"/api/v1/moderation/comments/{comment_id}/decision"
+    assert client.post(url, json=approve, headers=admin).status_code == 200
+    (published,) = deliver_queued(hook, broker, receiver)  # the site shows the comment
+    assert published["type"] == "comment.decided" and published["comment"]["comment"] == TEXT
+    broker.delete(WEBHOOK_QUEUE)
+    assert client.post(url, json={"action": "delete"}, headers=admin).status_code == 200
+    deleted = deliver_queued(hook, broker, receiver)[-1]
+    assert deleted["type"] == "comment.deleted"
+    assert deleted["comment"] == {"id": comment_id, "post_id": "harbour"}
+    assert deleted["reason"] == "deleted" and deleted["id"].startswith(comment_id)
+    assert_only_ids(deleted)
+
+
+def test_erasing_a_reader_sends_a_comment_deleted_event_per_comment(
+    receiver: Receiver, settings: Settings, broker: redis_lib.Redis
+) -> None:
+    hook = hooked(settings, receiver.url("/status/200"))
+    ids = {stored_comment(hook, post_id): post_id for post_id in ("harbour", "budget")}
+    kept = stored_comment(hook, "harbour", email="someone.else@example.com")
+    client = create_app(hook, configure_logs=False).test_client()
+    admin = {"Authorization": "Bearer " + create_token(Runtime(hook).store, "dpo", "admin")}
+    response = client.post("/api/v1/privacy/erase", json={"email": EMAIL}, headers=admin)
+    assert response.status_code == 200 and response.get_json()["comments_deleted"] == 2
+    events = deliver_queued(hook, broker, receiver)
+    assert {e["comment"]["id"]: e["comment"]["post_id"] for e in events} == ids
+    assert {e["reason"] for e in events} == {"erased"} and kept not in json.dumps(events)
+    for event in events:
+        assert_only_ids(event)
+
+
+def test_a_rejected_comment_expiring_sends_a_comment_deleted_event(
+    receiver: Receiver, settings: Settings, broker: redis_lib.Redis
+) -> None:
+    hook = hooked(settings, receiver.url("/status/200")).with_overrides(
+        retention_rejected_days=1e-6
+    )
+    store = Runtime(hook).store
+    comment_id = stored_comment(hook)
+    store.transition(
+        store.get(comment_id),
+        "rejected",
+        allowed_states=None,
+        fields={"state": "moderated"},
+        audit={"actor": "t", "action": "reject"},
+    )
+    time.sleep(0.1)  # older than the retention period (86 ms)
+    purged = create_celery(hook).tasks[PURGE_TASK].apply().get()
+    assert purged["comments_deleted"] == 1
+    (event,) = deliver_queued(hook, broker, receiver)
+    assert event["type"] == "comment.deleted" and event["reason"] == "expired"
+    assert event["comment"] == {"id": comment_id, "post_id": "harbour"}

@@ -14,6 +14,7 @@ from workers.settings import Settings
 SCORE_TASK = "workers.tasks.score_comment"
 SWEEP_TASK = "workers.tasks.sweep_unscored"
 WEBHOOK_TASK = "workers.tasks.deliver_webhook"
+WEBHOOK_DELETION_TASK = "workers.tasks.deliver_deletion_webhook"
 PURGE_TASK = "workers.tasks.purge_expired"
 SCORING_QUEUE = "scoring"
 # Scoring batches: up to this many queued comments are scored together (one Redis read, one
@@ -34,8 +35,12 @@ def create_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=SCORING_QUEUE,
-        # Webhooks wait on other sites: their own queue keeps scoring fast when a site is slow.
-        task_routes={WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE}},
+        # Webhooks wait on other sites: their own queue, consumed by its own worker
+        # (`python -m workers webhooks`), keeps scoring fast when a site is slow or hung.
+        task_routes={
+            WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE},
+            WEBHOOK_DELETION_TASK: {"queue": WEBHOOK_QUEUE},
+        },
         # A task is acknowledged only after it ran, and redelivered if its worker dies.
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,8 @@ from workers.privacy import PUBLIC_FIELDS, EmailVault
 from workers.store import CommentStore
 
 EXPORT_FIELDS = (*PUBLIC_FIELDS, "status")
+# Told (comment id, post id) of each comment removed, so a site mirroring it can drop it too.
+OnDeleted = Callable[[str, str], None]
 
 
 def export_by_email(store: CommentStore, vault: EmailVault, email: str) -> list[dict[str, Any]]:
@@ -43,7 +46,13 @@ class ErasureReport:
         }
 
 
-def erase_by_email(store: CommentStore, vault: EmailVault, email: str, actor: str) -> ErasureReport:
+def erase_by_email(
+    store: CommentStore,
+    vault: EmailVault,
+    email: str,
+    actor: str,
+    on_deleted: OnDeleted | None = None,
+) -> ErasureReport:
     """Remove every comment by that address and every record that could point back to it."""
     digest = vault.digest(email)
     report = ErasureReport()
@@ -52,6 +61,8 @@ def erase_by_email(store: CommentStore, vault: EmailVault, email: str, actor: st
         if store.delete(record):
             report.comments_deleted += 1
             report.comment_ids.append(record["id"])
+            if on_deleted is not None:
+                on_deleted(record["id"], str(record.get("post_id") or ""))
     # Comments a moderator deleted are no longer indexed by author, but an undo entry still
     # holds each whole record: those, and every audit entry about them, go as well.
     gone = set(ids) | store.deleted_comment_ids_by_author(digest)
@@ -68,7 +79,11 @@ def erase_by_email(store: CommentStore, vault: EmailVault, email: str, actor: st
 
 
 def purge_expired(
-    store: CommentStore, *, rejected_days: float, audit_days: float
+    store: CommentStore,
+    *,
+    rejected_days: float,
+    audit_days: float,
+    on_deleted: OnDeleted | None = None,
 ) -> dict[str, int]:
     """Delete rejected/spam comments and audit entries older than the retention periods."""
     now = time.time()
@@ -81,8 +96,9 @@ def purge_expired(
             if not records:
                 break
             for record in records:
-                deleted += int(
-                    store.delete(record, audit={"actor": "retention", "action": "expire"})
-                )
+                if store.delete(record, audit={"actor": "retention", "action": "expire"}):
+                    deleted += 1
+                    if on_deleted is not None:
+                        on_deleted(record["id"], str(record.get("post_id") or ""))
     trimmed = store.trim_audit(int((now - audit_days * 86400) * 1000))
     return {"comments_deleted": deleted, "audit_entries_trimmed": trimmed}

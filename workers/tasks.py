@@ -18,6 +18,7 @@ from workers.celery_app import (
     SCORE_BATCH_WAIT_SECONDS,
     SCORE_TASK,
     SWEEP_TASK,
+    WEBHOOK_DELETION_TASK,
     WEBHOOK_TASK,
 )
 from workers.erasure import purge_expired as purge
@@ -29,9 +30,13 @@ from workers.settings import Settings
 from workers.webhooks import (
     DEADLINE_SECONDS,
     DECIDED,
+    DELETED,
+    DELETION_REASONS,
     WebhookError,
     WebhookRedirect,
+    deletion_event_id,
     deliver,
+    deliver_deletion,
 )
 
 log = logging.getLogger(__name__)
@@ -125,13 +130,45 @@ def register_tasks(app: Celery) -> None:
             self, DECIDED, comment_id, lambda: deliver(store, url, secret, comment_id, event_id)
         )
 
-    @app.task(name=PURGE_TASK, acks_late=True, autoretry_for=TRANSIENT_ERRORS, max_retries=3)
+    @app.task(
+        name=WEBHOOK_DELETION_TASK,
+        shared=False,
+        bind=True,
+        acks_late=True,
+        max_retries=WEBHOOK_MAX_RETRIES,
+        soft_time_limit=WEBHOOK_SOFT_TIME_LIMIT,
+        time_limit=WEBHOOK_TIME_LIMIT,
+    )
+    def deliver_deletion_webhook(
+        self: Task, comment_id: str, post_id: str, reason: str, event_id: str
+    ) -> str:
+        """POST a signed comment.deleted event (ids and reason only); retried with backoff."""
+        store = runtime_for(app).store
+        url, secret = settings.webhook_url, settings.webhook_secret
+        return attempt_webhook(
+            self,
+            DELETED,
+            comment_id,
+            lambda: deliver_deletion(store, url, secret, comment_id, post_id, reason, event_id),
+        )
+
+    @app.task(
+        name=PURGE_TASK,
+        shared=False,
+        acks_late=True,
+        autoretry_for=TRANSIENT_ERRORS,
+        max_retries=3,
+    )
     def purge_expired() -> dict[str, int]:
         """Apply the retention periods to rejected comments and audit entries."""
+        runtime = runtime_for(app)
         return purge(
-            runtime_for(app).store,
+            runtime.store,
             rejected_days=settings.retention_rejected_days,
             audit_days=settings.retention_audit_days,
+            on_deleted=lambda comment_id, post_id: notify_deletion(
+                app, runtime, comment_id, post_id, "expired"
+            ),
         )
 
 
@@ -252,6 +289,19 @@ def notify_decision(app: Celery, runtime: Runtime, comment_id: str) -> None:
     """Queue a webhook for a comment's latest decision, when a webhook is configured."""
     if runtime.settings.webhook_url:
         app.send_task(WEBHOOK_TASK, args=[comment_id, runtime.store.event_id(comment_id)])
+
+
+def notify_deletion(
+    app: Celery, runtime: Runtime, comment_id: str, post_id: str, reason: str
+) -> None:
+    """Queue a comment.deleted event (ids and reason only), when a webhook is configured."""
+    if reason not in DELETION_REASONS:
+        raise ValueError(f"unknown deletion reason {reason!r}")
+    if runtime.settings.webhook_url:
+        app.send_task(
+            WEBHOOK_DELETION_TASK,
+            args=[comment_id, post_id, reason, deletion_event_id(comment_id)],
+        )
 
 
 def sweep(app: Celery, runtime: Runtime) -> int:

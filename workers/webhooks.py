@@ -1,4 +1,4 @@
-"""Signed webhooks on decisions, so a site can react (e.g. purge a cache, notify the author)."""
+"""Signed webhooks on decisions and deletions, so a site can react (purge a cache, hide one)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +24,10 @@ DEADLINE_SECONDS = 10.0
 # Only the status matters: at most this much of the response body is read, the rest dropped.
 MAX_RESPONSE_BYTES = 4096
 DECIDED = "comment.decided"
+DELETED = "comment.deleted"
+# Why a comment disappeared: a moderator deleted it, its author's data was erased on request,
+# or the retention period of rejected comments ended.
+DELETION_REASONS = ("deleted", "erased", "expired")
 
 
 class WebhookError(Exception):
@@ -67,6 +72,21 @@ def event_payload(record: dict[str, Any], event_id: str) -> dict[str, Any]:
     }
 
 
+def deletion_payload(comment_id: str, post_id: str, reason: str, event_id: str) -> dict[str, Any]:
+    """Build a deletion event: the comment's and post's ids and why, nothing of its content."""
+    return {
+        "id": event_id,
+        "type": DELETED,
+        "comment": {"id": comment_id, "post_id": post_id or None},
+        "reason": reason,
+    }
+
+
+def deletion_event_id(comment_id: str) -> str:
+    """Return a new event id for a comment's deletion (its audit trail is gone with it)."""
+    return f"{comment_id}.deleted.{uuid.uuid4().hex[:16]}"
+
+
 def deliver(
     store: CommentStore,
     url: str,
@@ -82,9 +102,27 @@ def deliver(
     if store.webhook_sent(comment_id, event_id):
         return "already_sent"
     record = store.get(comment_id)
-    if record is None:
+    if record is None:  # deleted since: its comment.deleted event tells the site
         return "missing"
     payload = event_payload(record, event_id)
+    return _send(store, url, secret, comment_id, event_id, payload, deadline)
+
+
+def deliver_deletion(
+    store: CommentStore,
+    url: str,
+    secret: str,
+    comment_id: str,
+    post_id: str,
+    reason: str,
+    event_id: str,
+    *,
+    deadline: float = DEADLINE_SECONDS,
+) -> str:
+    """POST a deletion event once: "sent", "already_sent" or "refused:<status>"; raise to retry."""
+    if store.webhook_sent(comment_id, event_id):
+        return "already_sent"
+    payload = deletion_payload(comment_id, post_id, reason, event_id)
     return _send(store, url, secret, comment_id, event_id, payload, deadline)
 
 
