@@ -5,12 +5,16 @@ Generates local secrets under var/ on first run; Ctrl-C stops everything cleanly
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from workers.embedded_redis import EmbeddedRedis
@@ -19,6 +23,7 @@ from workers.privacy import generate_key
 ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var"
 SECRETS = VAR / "secrets.env"
+DEFAULT_WORKER_METRICS_PORT = 9101
 
 
 def load_or_create_secrets() -> dict[str, str]:
@@ -38,6 +43,89 @@ def load_or_create_secrets() -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+def port_problem(host: str, port: int, variable: str) -> str | None:
+    """Return a one-line message if host:port cannot be bound now (naming the variable to
+    change), else None."""
+    bare = host.strip("[]")  # an IPv6 literal as gunicorn takes it: [::1]
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            bare or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        return f"make run: cannot listen on {host}:{port}: {exc.strerror}; check the host name."
+    with socket.socket(family, kind, proto) as probe:
+        # As gunicorn binds: a port left in TIME_WAIT by a stopped run is free, a listener not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            why = "is already in use" if exc.errno == errno.EADDRINUSE else f"fails: {exc.strerror}"
+            return (
+                f"make run: port {port} on {host} {why} (another `make run`?); "
+                f"set {variable} to a free port, e.g. {variable}={port + 1} make run"
+            )
+    return None
+
+
+def free_port(host: str) -> int:
+    """Return a TCP port on host that is free right now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host.strip("[]"), 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def worker_metrics_port(env: dict[str, str]) -> tuple[int | None, str]:
+    """Choose the worker's metrics port: the one asked for, else 9101, else any free port.
+
+    Returns the port (None when the one asked for is taken) and a line to print.
+    """
+    host = env.get("MODERATION_WORKER_METRICS_HOST", "127.0.0.1")
+    asked = env.get("MODERATION_WORKER_METRICS_PORT", "")
+    if asked:
+        if not asked.isdigit():
+            return None, f"make run: MODERATION_WORKER_METRICS_PORT must be a number, not {asked!r}"
+        if int(asked) == 0:  # metrics turned off
+            return 0, ""
+        problem = port_problem(host, int(asked), "MODERATION_WORKER_METRICS_PORT")
+        return (None, problem) if problem else (int(asked), "")
+    if port_problem(host, DEFAULT_WORKER_METRICS_PORT, "MODERATION_WORKER_METRICS_PORT") is None:
+        return DEFAULT_WORKER_METRICS_PORT, ""
+    # Two checkouts on one machine: the second gets another port instead of a failing worker.
+    port = free_port(host)
+    return port, (
+        f"make run: port {DEFAULT_WORKER_METRICS_PORT} is in use; worker metrics on port {port} "
+        "(set MODERATION_WORKER_METRICS_PORT to choose)"
+    )
+
+
+def readiness_url(host: str, port: str) -> str:
+    """Return the /readyz address to poll for an API bound to host:port."""
+    bare = host.strip("[]")
+    if bare in ("", "0.0.0.0"):  # noqa: S104 - bound to every address; ask the loopback one
+        bare = "127.0.0.1"
+    elif bare == "::":
+        bare = "::1"
+    return f"http://{f'[{bare}]' if ':' in bare else bare}:{port}/readyz"
+
+
+def is_ready(url: str) -> bool:
+    """Return True when the API answers its readiness check with 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310 - our own http URL
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError):  # not listening yet, or 503 until ready
+        return False
+
+
+def child_name(argv: object) -> str:
+    """Name a child process for a message: the API, or its `python -m workers ...` command."""
+    words = [str(word) for word in argv] if isinstance(argv, list) else [str(argv)]
+    if Path(words[0]).name == "gunicorn":
+        return "the API (gunicorn)"
+    return "`python " + " ".join(words[1:]) + "`"
+
+
 def main() -> int:
     env = dict(os.environ)
     for key, value in load_or_create_secrets().items():
@@ -46,6 +134,18 @@ def main() -> int:
     env.setdefault("MODERATION_MODEL_DIR", str(VAR / "models"))
     host = env.get("HOST", "127.0.0.1")
     port = env.get("PORT", "8000")
+    # Check the ports first: a taken one would otherwise fail seconds later, deep in the
+    # workers' output, while a banner pointed at whatever else listens there.
+    if not port.isdigit():
+        print(f"make run: PORT must be a port number, not {port!r}", file=sys.stderr)
+        return 2
+    problem = port_problem(host, int(port), "PORT")
+    metrics_port, metrics_note = worker_metrics_port(env)
+    if problem or metrics_port is None:
+        print(problem or metrics_note, file=sys.stderr)
+        return 2
+    if metrics_note:
+        print(metrics_note, flush=True)
     redis_server: EmbeddedRedis | None = None
     if not env.get("REDIS_URL") and not env.get("MODERATION_REDIS_URL"):
         redis_server = EmbeddedRedis(VAR / "redis").start()
@@ -58,7 +158,7 @@ def main() -> int:
     shutil.rmtree(metrics_root, ignore_errors=True)
     api_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_root / "api")}
     worker_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_root / "worker")}
-    worker_env.setdefault("MODERATION_WORKER_METRICS_PORT", "9101")
+    worker_env["MODERATION_WORKER_METRICS_PORT"] = str(metrics_port)
     for role_env in (api_env, worker_env):
         Path(role_env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True)
     # The recommended workers for a 2-core host: two solo-pool processes, one per core
@@ -89,18 +189,23 @@ def main() -> int:
         ),
     ]
     redis_url = env.get("MODERATION_REDIS_URL") or env.get("REDIS_URL")
-    print(
-        f"\nComment moderation service is starting.\n"
+    metrics_host = worker_env.get("MODERATION_WORKER_METRICS_HOST", "127.0.0.1")
+    worker_metrics = f"http://{metrics_host}:{metrics_port}/metrics" if metrics_port else "off"
+    banner = (
+        f"\nComment moderation service is ready.\n"
         f"  Demo article + comment form: http://{host}:{port}/\n"
         f"  API:                         http://{host}:{port}/api/v1/comments\n"
         f"  Readiness:                   http://{host}:{port}/readyz\n"
         f"  Metrics (API, queues):       http://{host}:{port}/metrics\n"
-        f"  Metrics (worker):            http://127.0.0.1:{worker_env['MODERATION_WORKER_METRICS_PORT']}/metrics\n"
+        f"  Metrics (worker):            {worker_metrics}\n"
         f"  Redis:                       {redis_url}\n"
         f"  Moderator token:             {env['MODERATION_MODERATOR_TOKEN']}\n"
-        f"  (secrets in {SECRETS}; Ctrl-C stops everything)\n",
-        flush=True,
+        f"  (secrets in {SECRETS}; Ctrl-C stops everything)\n"
     )
+    print("Starting Redis, two workers and the API; the addresses follow once ready.", flush=True)
+    ready_url = readiness_url(host, port)
+    ready = False
+    next_check = 0.0
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
@@ -111,7 +216,22 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         while not stopping and all(child.poll() is None for child in children):
+            if not ready and time.monotonic() >= next_check:
+                # The banner only once the API answers: until then its addresses do not work.
+                ready = is_ready(ready_url)
+                if ready:
+                    print(banner, flush=True)
+                next_check = time.monotonic() + 0.5
             time.sleep(0.2)
+        exited = [child for child in children if child.poll() is not None]
+        if exited and not stopping:
+            print(
+                f"make run: {child_name(exited[0].args)} exited (code {exited[0].returncode})"
+                f"{'' if ready else ' before the service was ready'}; see its output above. "
+                "Stopping everything.",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         for child in children:
             if child.poll() is None:
