@@ -202,7 +202,11 @@ def main() -> int:
         f"  Moderator token:             {env['MODERATION_MODERATOR_TOKEN']}\n"
         f"  (secrets in {SECRETS}; Ctrl-C stops everything)\n"
     )
-    print("Starting Redis, two workers and the API; the addresses follow once ready.", flush=True)
+    print(
+        "Starting Redis, two workers, the webhook worker and the API; the addresses follow once "
+        "ready.",
+        flush=True,
+    )
     ready_url = readiness_url(host, port)
     ready = False
     next_check = 0.0

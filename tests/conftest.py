@@ -364,3 +364,27 @@ def stack_factory(
     yield make
     for stack in made:
         stack.close()
+
+
+class WebhookWorkerProcess(WorkerProcess):
+    """A real `python -m workers webhooks` process (the webhook deliveries' own worker)."""
+
+    def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "workers",
+                "webhooks",
+                "--hostname",
+                "webhooks@%h",
+                "--without-gossip",
+                "--without-mingle",
+                *self.extra_args,
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

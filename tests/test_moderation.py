@@ -10,7 +10,7 @@ import pytest
 import redis as redis_lib
 from flask.testing import FlaskClient
 
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.conftest import ROOT, WebhookWorkerProcess, WorkerProcess, wait_for
 from workers.moderation import create_token
 from workers.pipeline import score_and_decide
 from workers.runtime import Runtime
@@ -455,13 +455,15 @@ def test_decisions_reach_the_site_as_signed_webhooks(
     }
     hook_settings = Settings.from_mapping(values).check()
     worker = WorkerProcess({**worker_env, **values}, tmp_path / "worker.log")
+    hooks = WebhookWorkerProcess({**worker_env, **values}, tmp_path / "webhooks.log")
     try:
+        hooks.start(hook_settings)  # the default worker only scores; this one delivers
         worker.start(hook_settings)
         client = create_app(hook_settings, configure_logs=False).test_client()
         comment_id = client.post("/api/v1/comments", json={**BASE, "comment": TEXTS[0]}).get_json()[
             "id"
         ]
-        wait_for(lambda: received, timeout=20)
+        wait_for(lambda: received, timeout=20)  # the retry waits at least 5 s
         body, signature = received[0]
         assert verify("site-shared-secret", signature, body)
         assert not verify("wrong-secret", signature, body)
@@ -470,6 +472,7 @@ def test_decisions_reach_the_site_as_signed_webhooks(
         assert EMAIL not in body.decode() and "spam" not in event["comment"]
     finally:
         worker.stop()
+        hooks.stop()
         server.shutdown()
         server.server_close()
         redis_server.stop()

@@ -1,7 +1,7 @@
 """Webhooks as a receiving site and an operator see them, against real local HTTP servers.
 
 Slow, hung, redirecting, failing and half-answering sites; deletion events; retries, drops and
-their metric.
+their metric; and scoring that never waits for a site.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import redis as redis_lib
 from prometheus_client import REGISTRY
 
 from service import create_app
+from tests.conftest import Stack, WebhookWorkerProcess, wait_for
 from workers.celery_app import (
     PURGE_TASK,
     WEBHOOK_DELETION_TASK,
@@ -464,3 +465,37 @@ def test_a_rejected_comment_expiring_sends_a_comment_deleted_event(
     (event,) = deliver_queued(hook, broker, receiver)
     assert event["type"] == "comment.deleted" and event["reason"] == "expired"
     assert event["comment"] == {"id": comment_id, "post_id": "harbour"}
+
+
+# -- scoring never waits on a site --------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_hung_site_never_delays_scoring_with_the_default_workers(
+    stack_factory: Callable[..., Stack], receiver: Receiver
+) -> None:
+    """`python -m workers worker` scores; `python -m workers webhooks` waits on the site."""
+    stack = stack_factory(
+        MODERATION_WEBHOOK_URL=receiver.url("/hang"), MODERATION_WEBHOOK_SECRET=SECRET
+    )
+    hooks = WebhookWorkerProcess(stack.env, stack.tmp_path / "webhooks.log")
+    hooks.start(stack.settings)
+    try:
+        stack.start_worker(concurrency=1)
+        client = stack.client()
+
+        def post(n: int) -> str:
+            body = {"post_id": "p", "comment": f"{TEXT} ({n})", "author": "A", "email": EMAIL}
+            return str(client.post("/api/v1/comments", json=body).get_json()["id"])
+
+        first = [post(n) for n in range(3)]
+        wait_for(lambda: len(stack.decided(first)) == 3, timeout=10)
+        wait_for(lambda: receiver.requests, timeout=5)  # deliveries have started, and hang
+        for n in range(8):
+            posted = time.monotonic()
+            comment_id = post(100 + n)
+            wait_for(lambda cid=comment_id: stack.decided([cid]), timeout=2)  # type: ignore[misc]
+            assert time.monotonic() - posted < 2
+        assert len(receiver.requests) >= 3  # every decision's event is waiting on the site
+    finally:
+        hooks.kill()  # its threads wait out the deadline on the hung site; no need to watch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -42,9 +43,11 @@ def main() -> None:
 @click.option(
     "--queues",
     "-Q",
-    default=f"{SCORING_QUEUE},{WEBHOOK_QUEUE}",
+    # Never webhooks by default: a solo process delivering to a slow or hung site would score
+    # nothing meanwhile. `python -m workers webhooks` delivers them.
+    default=SCORING_QUEUE,
     show_default=True,
-    help="Queues to consume (run webhooks on separate workers if sites are slow).",
+    help="Queues to consume (webhooks have their own worker: `python -m workers webhooks`).",
 )
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(
@@ -61,6 +64,10 @@ def worker(
         runtime_for(app).classifier()
 
     worker_init.connect(preload, weak=False)
+    if settings.webhook_url and WEBHOOK_QUEUE not in queues.split(","):
+        logging.getLogger(__name__).info(
+            "this worker does not deliver webhooks; run `python -m workers webhooks` for that"
+        )
     argv = [
         "worker",
         f"--concurrency={concurrency}",
@@ -73,6 +80,37 @@ def worker(
         argv += ["--beat", f"--schedule={settings.model_dir.parent / 'celerybeat-schedule'}"]
     if settings.worker_metrics_port:
         _serve_metrics(settings, pool)
+    app.worker_main(argv=[*argv, *celery_args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--concurrency",
+    "-c",
+    default=8,
+    show_default=True,
+    help="Deliveries in flight at once (threads: a hung site holds one of them).",
+)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def webhooks(concurrency: int, celery_args: tuple[str, ...]) -> None:
+    """Start a Celery worker that delivers webhook events (no model is loaded)."""
+    settings = _settings()
+    configure_logging(settings.log_level)
+    app = create_celery(settings)
+    # Build the Redis client before the threads start (they would race to create it).
+    worker_init.connect(lambda **_: runtime_for(app).store, weak=False)
+    argv = [
+        "worker",
+        "--pool=threads",
+        f"--concurrency={concurrency}",
+        f"--queues={WEBHOOK_QUEUE}",
+        # One message per thread in hand: a killed worker strands few events (retries waiting
+        # for their time are held in memory whatever the prefetch).
+        "--prefetch-multiplier=1",
+        f"--loglevel={settings.log_level}",
+    ]
+    if settings.worker_metrics_port:
+        _serve_metrics(settings, "threads")
     app.worker_main(argv=[*argv, *celery_args])
 
 
