@@ -188,6 +188,10 @@ def main() -> int:
             cwd=ROOT,
         ),
     ]
+    # Webhooks on their own worker (threads, no model): a slow site never delays scoring.
+    children.append(
+        subprocess.Popen([sys.executable, "-m", "workers", "webhooks"], env=plain_env, cwd=ROOT)
+    )
     redis_url = env.get("MODERATION_REDIS_URL") or env.get("REDIS_URL")
     metrics_host = worker_env.get("MODERATION_WORKER_METRICS_HOST", "127.0.0.1")
     worker_metrics = f"http://{metrics_host}:{metrics_port}/metrics" if metrics_port else "off"
