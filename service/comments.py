@@ -86,9 +86,13 @@ def _form_token_signal(token: Any) -> tuple[FormToken | None, float | None]:
     missing or unreadable token from them is no signal at all.
     """
     state, seconds = check_form_token(token)
-    if request.mimetype in FORM_TYPES:
-        return state, seconds
-    return (state, seconds) if state in ("valid", "expired") else (None, None)
+    if request.mimetype not in FORM_TYPES:
+        return (state, seconds) if state in ("valid", "expired") else (None, None)
+    if state == "missing" and not services().settings.require_form_token:
+        # A site whose own form does not carry the token yet: no signal, rather than every
+        # comment held. A forged or unreadable token still holds.
+        return None, None
+    return state, seconds
 
 
 def _parse_body() -> tuple[dict[str, Any] | None, Response | None]:

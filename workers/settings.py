@@ -54,6 +54,8 @@ class Settings:
     max_content_length: int = 1024 * 1024
     site_origins: tuple[str, ...] = ()
     min_submit_seconds: float = 3.0
+    # Hold form posts without the signed form token (turn on once the site's form carries it).
+    require_form_token: bool = False
     # Scoring pipeline
     sweep_after_seconds: float = 60.0
     sweep_interval_seconds: float = 30.0
