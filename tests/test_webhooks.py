@@ -467,6 +467,46 @@ def test_a_rejected_comment_expiring_sends_a_comment_deleted_event(
     assert event["comment"] == {"id": comment_id, "post_id": "harbour"}
 
 
+def test_the_operators_manual_purge_sends_the_same_events(
+    receiver: Receiver,
+    settings: Settings,
+    settings_values: dict[str, str],
+    broker: redis_lib.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`moderation-admin purge` removes what the hourly task would, and tells the site."""
+    from click.testing import CliRunner
+
+    from service.cli import main as admin
+
+    hook = hooked(settings, receiver.url("/status/200"))
+    store = Runtime(hook).store
+    comment_id = stored_comment(hook)
+    store.transition(
+        store.get(comment_id),
+        "rejected",
+        allowed_states=None,
+        fields={"state": "moderated"},
+        audit={"actor": "t", "action": "reject"},
+    )
+    time.sleep(0.1)
+    env = {
+        **settings_values,
+        "MODERATION_REDIS_URL": hook.redis_url,
+        "MODERATION_WEBHOOK_URL": hook.webhook_url,
+        "MODERATION_WEBHOOK_SECRET": SECRET,
+        "MODERATION_RETENTION_REJECTED_DAYS": "1e-6",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(admin, ["purge"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["comments_deleted"] == 1
+    (event,) = deliver_queued(hook, broker, receiver)
+    assert event["type"] == "comment.deleted" and event["reason"] == "expired"
+    assert event["comment"] == {"id": comment_id, "post_id": "harbour"}
+
+
 # -- scoring never waits on a site --------------------------------------------------------------
 
 
