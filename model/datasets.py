@@ -222,21 +222,32 @@ def read_jigsaw(root: Path) -> Iterator[Row]:
 
 
 def read_moderator_labels(path: Path) -> Iterator[Row]:
-    """Moderators' decisions exported as JSONL; each line labels both heads."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                text = str(rec["text"])
-                spam, toxic = int(rec["spam"]), int(rec["toxic"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise DataError(f"{path}:{number}: not a moderator label ({exc})") from exc
-            if spam not in (0, 1) or toxic not in (0, 1):
-                raise DataError(f"{path}:{number}: spam and toxic must be 0 or 1")
-            yield Row(text, SPAM, spam, "moderator", "moderator")
-            yield Row(text, TOXIC, toxic, "moderator", "moderator")
+    """Moderators' decisions exported as JSONL; each line labels both heads.
+
+    Any unreadable file or line is a DataError naming the file and line, never a traceback."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start : exc.start + 1]
+        raise DataError(f"{path}: not UTF-8 text (byte {byte!r}); save it as UTF-8") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read labels ({exc.strerror or exc})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            text = rec["text"]
+            spam, toxic = rec["spam"], rec["toxic"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}:{number}: not a moderator label ({exc})") from None
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}:{number}: text must be a non-empty string")
+        # bool is an int in Python; a label file says 0 or 1.
+        if any(type(v) is not int or v not in (0, 1) for v in (spam, toxic)):
+            raise DataError(f"{path}:{number}: spam and toxic must be 0 or 1")
+        yield Row(text, SPAM, spam, "moderator", "moderator")
+        yield Row(text, TOXIC, toxic, "moderator", "moderator")
 
 
 SOURCES: tuple[Source, ...] = (

@@ -13,7 +13,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model.datasets import SPAM, TOXIC, Row, read_moderator_labels, read_olid_test
-from model.errors import DataError
 from model.evaluation import binary_metrics, jsonable, macro_f1, threshold_report
 
 if TYPE_CHECKING:
@@ -43,13 +42,7 @@ def eval_sets_from_rows(name: str, rows: Sequence[Row]) -> list[EvalSet]:
 
 def read_label_rows(path: Path) -> list[Row]:
     """Read a moderator-label JSONL file, refusing unreadable or non-UTF-8 files with DataError."""
-    try:
-        return list(read_moderator_labels(path))
-    except UnicodeDecodeError as exc:
-        byte = exc.object[exc.start : exc.start + 1]
-        raise DataError(f"{path}: not UTF-8 text (byte {byte!r}); save it as UTF-8") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    return list(read_moderator_labels(path))
 
 
 def default_eval_sets(data_dir: Path | None, label_files: Sequence[Path] = ()) -> list[EvalSet]:

@@ -180,3 +180,27 @@ def test_a_live_version_that_cannot_load_is_logged_and_the_current_model_keeps_s
     assert "model.npz: SHA-256 mismatch" in logged[0]
     assert logged[0].endswith(f"; still scoring with {first}")
     assert logged[1].endswith("; cannot score")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"text": null, "spam": 0, "toxic": 0}', "text must be a non-empty string"),
+        ('{"text": "   ", "spam": 0, "toxic": 0}', "text must be a non-empty string"),
+        ('{"text": "ok", "spam": true, "toxic": 0}', "spam and toxic must be 0 or 1"),
+        ('{"text": "ok", "spam": "1", "toxic": 0}', "spam and toxic must be 0 or 1"),
+        ('{"text": "ok", "spam": 2, "toxic": 0}', "spam and toxic must be 0 or 1"),
+        ('["text", 0, 0]', "not a moderator label"),
+    ],
+)
+def test_a_bad_label_line_is_refused_naming_the_line_not_trained_on(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    """A null text used to be trained on as the word "None"."""
+    from model.datasets import read_moderator_labels
+    from model.errors import DataError
+
+    path = tmp_path / "labels.jsonl"
+    path.write_text('{"text": "fine", "spam": 0, "toxic": 1}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=f"labels.jsonl:2: {message}"):
+        list(read_moderator_labels(path))
