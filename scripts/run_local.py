@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -118,6 +119,21 @@ def is_ready(url: str) -> bool:
         return False
 
 
+RUN_ENV = VAR / "run.env"
+
+
+def write_run_env(env: dict[str, str]) -> None:
+    """Write the settings this run uses (mode 0600: they include the secrets) as shell exports,
+    so `. var/run.env` points the operator tools (moderation-admin, moderation-model
+    export-labels) at this run's Redis instead of a default one."""
+    keys = sorted(k for k in env if k.startswith("MODERATION_"))
+    RUN_ENV.unlink(missing_ok=True)
+    fd = os.open(RUN_ENV, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("# Written by `make run`; run `. var/run.env` before the CLI tools.\n")
+        handle.writelines(f"export {k}={shlex.quote(env[k])}\n" for k in keys)
+
+
 def child_name(argv: object) -> str:
     """Name a child process for a message: the API, or its `python -m workers ...` command."""
     words = [str(word) for word in argv] if isinstance(argv, list) else [str(argv)]
@@ -127,6 +143,9 @@ def child_name(argv: object) -> str:
 
 
 def main() -> int:
+    # Everything this run writes (Redis's append-only file holds comments and encrypted
+    # emails; var/run.env holds secrets) is readable by this user only.
+    os.umask(0o077)
     env = dict(os.environ)
     for key, value in load_or_create_secrets().items():
         env.setdefault(key, value)
@@ -193,6 +212,7 @@ def main() -> int:
         subprocess.Popen([sys.executable, "-m", "workers", "webhooks"], env=plain_env, cwd=ROOT)
     )
     redis_url = env.get("MODERATION_REDIS_URL") or env.get("REDIS_URL")
+    write_run_env(env)
     metrics_host = worker_env.get("MODERATION_WORKER_METRICS_HOST", "127.0.0.1")
     worker_metrics = f"http://{metrics_host}:{metrics_port}/metrics" if metrics_port else "off"
     banner = (
@@ -204,7 +224,8 @@ def main() -> int:
         f"  Metrics (worker):            {worker_metrics}\n"
         f"  Redis:                       {redis_url}\n"
         f"  Moderator token:             {env['MODERATION_MODERATOR_TOKEN']}\n"
-        f"  (secrets in {SECRETS}; Ctrl-C stops everything)\n"
+        f"  Operator tools:              . var/run.env && .venv/bin/moderation-admin --help\n"
+        f"  (this run's settings and secrets in {RUN_ENV}; Ctrl-C stops everything)\n"
     )
     print(
         "Starting Redis, two workers, the webhook worker and the API; the addresses follow once "

@@ -82,3 +82,31 @@ def test_an_exited_child_is_named_whatever_the_set_of_children(run_local: Module
     assert run_local.child_name(["/venv/bin/python", "-m", "workers", "worker", "--beat"]) == (
         "`python -m workers worker --beat`"
     )
+
+
+def test_run_env_lets_the_cli_tools_reach_this_runs_redis(
+    run_local: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tools read MODERATION_REDIS_URL; without it they would use another Redis."""
+    import subprocess
+
+    target = tmp_path / "run.env"
+    monkeypatch.setattr(run_local, "RUN_ENV", target)
+    tricky = 'it\'s $HOME; `x` "q"'
+    run_local.write_run_env(
+        {"MODERATION_REDIS_URL": "redis://127.0.0.1:4242/0", "MODERATION_X": tricky, "PATH": "/p"}
+    )
+    assert target.stat().st_mode & 0o777 == 0o600  # it holds the secrets
+    shown = subprocess.run(
+        [  # noqa: S607  # the shell an operator sources the file in
+            "bash",
+            "-c",
+            f'. "{target}" && printf "%s\\n%s\\n%s" '
+            '"$MODERATION_REDIS_URL" "$MODERATION_X" "${PATH:0:2}"',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert shown[:2] == ["redis://127.0.0.1:4242/0", tricky]
+    assert "PATH" not in target.read_text()
