@@ -8,6 +8,8 @@ import time
 import redis as redis_lib
 from flask.testing import FlaskClient
 
+from tests.conftest import wait_for
+from workers.embedded_redis import EmbeddedRedis
 from workers.erasure import purge_expired
 from workers.moderation import create_token
 from workers.pipeline import score_and_decide
@@ -149,6 +151,33 @@ def test_erasure_takes_the_reader_out_of_a_bulk_undo_and_keeps_the_rest(
     assert list(undone["results"]) == [ids[OTHER]]
     assert runtime.store.get(ids[OTHER]) is not None and runtime.store.get(ids[EMAIL]) is None
     assert runtime.vault.digest(EMAIL) not in dump_everything(redis)
+
+
+def test_erasure_has_redis_rewrite_its_append_only_file_so_the_text_leaves_the_disk(
+    client: FlaskClient, settings: Settings, redis: redis_lib.Redis, redis_server: EmbeddedRedis
+) -> None:
+    runtime = Runtime(settings)
+    admin = {"Authorization": "Bearer " + create_token(runtime.store, "dpo", "admin")}
+    marker = "Quokka-" + str(time.time_ns())  # unique text, to search the files for
+    body = {"post_id": "p-aof", "comment": f"{marker} remark.", "author": "E", "email": EMAIL}
+    assert client.post("/api/v1/comments", json=body).status_code == 202
+
+    def on_disk() -> bool:
+        files = (redis_server.directory / "appendonlydir").glob("*")
+        return any(marker.encode() in path.read_bytes() for path in files if path.is_file())
+
+    def rewriting() -> bool:
+        info = redis.info("persistence")
+        return bool(info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"])
+
+    wait_for(lambda: not rewriting(), timeout=10)
+    assert on_disk()  # the log holds what was written, until it is rewritten
+    report = client.post("/api/v1/privacy/erase", json={"email": EMAIL}, headers=admin)
+    assert report.get_json()["storage_rewrite"] in ("started", "busy")
+    if report.get_json()["storage_rewrite"] == "busy":  # another test's rewrite was running
+        wait_for(lambda: not rewriting(), timeout=10)
+        assert runtime.store.rewrite_persistence() == "started"
+    wait_for(lambda: not rewriting() and not on_disk(), timeout=10)
 
 
 def test_privacy_requests_need_a_valid_address(client: FlaskClient, settings: Settings) -> None:

@@ -35,6 +35,7 @@ class ErasureReport:
     undo_entries_removed: int = 0
     other_keys_removed: int = 0
     comment_ids: list[str] = field(default_factory=list)
+    storage_rewrite: str = ""  # what Redis was asked to do about its files on disk
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class ErasureReport:
             "undo_entries_removed": self.undo_entries_removed,
             "other_keys_removed": self.other_keys_removed,
             "comment_ids": self.comment_ids,
+            "storage_rewrite": self.storage_rewrite,
         }
 
 
@@ -75,6 +77,8 @@ def erase_by_email(
     report.undo_entries_removed = store.drop_undo_entries(gone)
     # Anything else keyed by the author's digest: the author index, rate-limit counters.
     report.other_keys_removed = store.delete_keys_mentioning(digest)
+    # Until Redis rewrites its append-only file, the deleted values are still in it on disk.
+    report.storage_rewrite = store.rewrite_persistence()
     return report
 
 

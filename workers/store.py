@@ -761,6 +761,30 @@ class CommentStore:
         raw = self.redis.lpop(undo_key(moderator))
         return json.loads(raw) if raw else None
 
+    def rewrite_persistence(self) -> str:
+        """Ask Redis to rewrite its files on disk, so erased data stops lingering there.
+
+        Deleted keys stay in the append-only log (and the last snapshot) until Redis rewrites
+        it, which it otherwise does only once the log has doubled. Returns "started",
+        "not_persisted" (Redis keeps nothing on disk), "busy" (a rewrite that began before the
+        erasure is running: retry later) or "unavailable" (CONFIG is disabled, as on some
+        managed services: their own retention applies)."""
+        try:
+            aof = _s(self.redis.config_get("appendonly").get("appendonly", "no")) == "yes"
+            save = bool(_s(self.redis.config_get("save").get("save", "")))
+        except redis.exceptions.ResponseError:
+            return "unavailable"
+        if not aof and not save:
+            return "not_persisted"
+        try:
+            if aof:
+                self.redis.bgrewriteaof()
+            if save:
+                self.redis.bgsave(schedule=True)
+        except redis.exceptions.ResponseError:
+            return "busy"
+        return "started"
+
     def deleted_comment_ids_by_author(self, digest: str) -> set[str]:
         """Return ids of an author's deleted comments still kept for undo (for erasure).
 
