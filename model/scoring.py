@@ -29,7 +29,9 @@ from model.shape import SHAPE_COLUMNS, shape_row, shape_values
 from model.text import normalise, text_signals
 
 LABELS = ("spam", "toxic")
-_MIN_REASON_WEIGHT = 0.05  # logit units; smaller pushes are noise, not explanations
+# Logit units: a word must raise the odds by at least 28 % to be named. Smaller pushes are
+# what common words ("the", "and") carry in any comment; naming them explains nothing.
+_MIN_REASON_WEIGHT = 0.25
 _MAX_NGRAM_REASONS = 3
 EXPLAIN_FROM = 0.2  # explain a label from here, or from its lower hold threshold
 _MIN_SHAPE_REASON_WEIGHT = 0.5  # the shape columns move most scores a little; report big pushes
@@ -213,10 +215,21 @@ class Classifier:
             if probs[j] >= reasons_from[j]:
                 contrib = values * scorer.coef[occ.col, j]
                 lex_contrib = float(lex_values @ lex_coef[:, j])
-                reasons.extend(_ngram_reasons(label, contrib, occ, lex_words, lex_contrib))
+                found = _ngram_reasons(label, contrib, occ, lex_words, lex_contrib)
                 shape_contrib = float(np.dot(shape, shape_coef[:, j]))
                 if shape_contrib >= _MIN_SHAPE_REASON_WEIGHT:
-                    reasons.append(_shape_reason(label, shape, shape_contrib))
+                    found.append(_shape_reason(label, shape, shape_contrib))
+                if not found:  # held on a score no single word explains: say so
+                    found.append(
+                        Reason(
+                            "diffuse",
+                            label,
+                            f"no single word stands out: many small signals add up to the "
+                            f"{label} score",
+                            0.0,
+                        )
+                    )
+                reasons.extend(found)
         reasons.extend(_signal_reasons(text))
         return Score(
             spam=float(probs[0]),

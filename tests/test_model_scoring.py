@@ -63,6 +63,22 @@ def test_toxic_scores_higher_than_clean(classifier: Classifier) -> None:
     assert max(classifier.score(t).toxic for t in clean) < 0.5
 
 
+def test_common_words_are_never_given_as_reasons(classifier: Classifier) -> None:
+    """A moderator told '"the" raises the toxic score' learns nothing; a held comment whose
+    score no single word explains says that instead."""
+    text = "The council should publish the budget numbers before the vote, and explain the cuts."
+    score = classifier.score(text, reasons_from=(0.0, 0.0))  # explain both labels
+    named = [r for r in score.reasons if r.code == "ngram"]
+    assert all(r.weight >= 0.25 for r in named)
+    assert not any(f'"{word}"' in r.message for r in named for word in ("the", "and", "a"))
+    for label in ("spam", "toxic"):
+        mine = [r for r in score.reasons if r.label == label]
+        assert mine, label  # every explained label says something
+        if not any(r.code != "diffuse" for r in mine):
+            assert [r.code for r in mine] == ["diffuse"]
+            assert "no single word stands out" in mine[0].message
+
+
 def test_reasons_name_ngrams_present_in_the_text(classifier: Classifier) -> None:
     """Every n-gram reason quotes words that occur in the comment."""
     text = "Subscribe to my channel for free iPhone giveaways, you stupid idiots"
