@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model.errors import DataError
+from model.text import normalise
 
 SPAM = "spam"
 TOXIC = "toxic"
@@ -303,8 +304,12 @@ SOURCE_NAMES = tuple(s.name for s in SOURCES)
 
 
 def dedupe_key(text: str) -> str:
-    """Key under which two texts count as the same comment (case, spacing, punctuation ignored)."""
-    return re.sub(r"[\W_]+", "", text.lower())
+    """Key under which two texts count as the same comment: the same once normalised as the
+    model sees them (markup and entities decoded, links and handles as placeholders), case,
+    spacing and punctuation ignored. Keyed on the raw text, "Check this video<br />" and
+    "Check this video" were different comments, and 172 YouTube test rows had a copy in
+    their training split."""
+    return re.sub(r"[\W_]+", "", normalise(text).lower())
 
 
 def load_rows(root: Path, sources: Iterable[str] | None = None) -> list[Row]:

@@ -147,8 +147,10 @@ def fit_heads(
     config: TrainConfig,
     lexicon: list[str],
     progress: tqdm[Any] | None = None,
+    labels: Sequence[str] = LABELS,
 ) -> tuple[dict[str, Any], dict[str, NDArray[np.float64]], dict[str, _Head]]:
-    """Fit idf and every label head present in ``rows``.
+    """Fit idf on all ``rows`` and every head in ``labels`` present in them (benchmarks fit
+    one head, with the idf of both, as the shipped model has).
 
     Returns the bundle (plain numpy arrays), out-of-fold calibrated probabilities and the heads.
     """
@@ -160,7 +162,7 @@ def fit_heads(
     x = feature_matrix(counts, texts, idf, frozenset(lexicon))
     _tick(progress, "features")
     heads: dict[str, _Head] = {}
-    for label in LABELS:
+    for label in labels:
         index = np.array([i for i, r in enumerate(rows) if r.label == label], dtype=np.int64)
         if index.size == 0:
             continue

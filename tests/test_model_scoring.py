@@ -289,6 +289,19 @@ def test_shared_data_parses_with_expected_counts() -> None:
     assert len(dedupe(rows)) < len(rows)
 
 
+def test_texts_the_model_sees_as_the_same_are_one_comment_for_dedupe() -> None:
+    """Evaluation drops training texts that also appear in the test set: "the same" must mean
+    the same to the model, or markup variants of a test comment stay in training."""
+    from model.datasets import dedupe_key
+
+    assert dedupe_key("Check out this video on YouTube:<br />") == dedupe_key(
+        "check out this video on YouTube:"
+    )
+    assert dedupe_key("Tom &amp; Jerry") == dedupe_key("Tom & Jerry")
+    assert dedupe_key("@alice you are wrong") == dedupe_key("@bob you are wrong")
+    assert dedupe_key("a great article") != dedupe_key("a grating article")
+
+
 def test_training_features_and_scoring_agree(classifier: Classifier) -> None:
     """The sparse training matrix and the per-occurrence scoring path give the same margins."""
     from model.features import NgramHasher
