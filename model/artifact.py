@@ -35,6 +35,8 @@ BUNDLE_KEYS = frozenset(
 METADATA_HASH_KEY = "metadata_sha256"
 THRESHOLD_KEYS = frozenset({"spam_reject", "spam_hold", "toxic_hold"})
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+# training_data.moderator_label_keys: 16-hex-digit fingerprints (model/evaluation_sets.py).
+_LABEL_KEY_RE = re.compile(r"[0-9a-f]{16}")
 # Version names become folder names and the one line of the registry's LIVE file.
 _VERSION_RE = re.compile(r"[^\s./\\\x00-\x1f\x7f][^\s/\\\x00-\x1f\x7f]{0,199}")
 # Array kinds an artifact may hold: floats and strings. np.load(allow_pickle=False) already
@@ -164,6 +166,14 @@ def metadata_problems(metadata: dict[str, Any]) -> list[str]:
     digest = metadata.get(METADATA_HASH_KEY, "")
     if not isinstance(digest, str) or (digest and not _SHA256_RE.fullmatch(digest)):
         problems.append(f"{METADATA_HASH_KEY} must be a hex SHA-256 string")
+    training_data = metadata.get("training_data")
+    label_keys = (
+        training_data.get("moderator_label_keys", []) if isinstance(training_data, dict) else []
+    )
+    if not isinstance(label_keys, list) or not all(
+        isinstance(k, str) and _LABEL_KEY_RE.fullmatch(k) for k in label_keys
+    ):
+        problems.append("training_data.moderator_label_keys must be a list of 16-hex-digit strings")
     problems.extend(_threshold_problems(metadata.get("thresholds")))
     config = metadata.get("config")
     if not isinstance(config, dict):

@@ -376,11 +376,19 @@ _REGISTRY = click.option("--registry", type=_DIR, required=True, help="Registry 
 def promote(registry: Path, version: str, force: bool) -> None:
     """Make VERSION live (refused if it scores worse than the live model, unless --force)."""
     try:
-        ModelRegistry(registry).promote(version, force=force)
+        comparison = ModelRegistry(registry).promote(version, force=force)
     except PromotionRefused as exc:
         raise click.ClickException(f"{exc} (use --force to promote anyway)") from exc
     except (RegistryError, ArtifactError, DataError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if comparison is not None:
+        if comparison.evaluation_rows:
+            click.echo(comparison.left_out_note())
+        for label, c in comparison.labels.items():
+            click.echo(
+                f"{label}: candidate ROC-AUC {c['candidate']:.4f}, live {c['live']:.4f} "
+                f"on {c['set']}"
+            )
     click.echo(f"live version: {version}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -12,11 +13,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.datasets import SPAM, TOXIC, Row, read_moderator_labels, read_olid_test
+from model.datasets import SPAM, TOXIC, Row, dedupe_key, read_moderator_labels, read_olid_test
 from model.evaluation import binary_metrics, jsonable, macro_f1, threshold_report
 
 if TYPE_CHECKING:
     from model.scoring import Classifier
+
+# metadata["training_data"][LABEL_KEYS]: sorted fingerprints of the moderator-label texts an
+# artifact was trained on, so promote never scores a model on its own training labels (they
+# weigh 30x: a candidate fitted to noisy or poisoned labels would score ~1.0 on them).
+LABEL_KEYS = "moderator_label_keys"
+# 64 bits of SHA-256: compact in metadata, and a chance collision only leaves one row out.
+LABEL_KEY_HEX_DIGITS = 16
 
 
 @dataclass(frozen=True)
@@ -62,18 +70,56 @@ def score_set(classifier: Classifier, eval_set: EvalSet) -> NDArray[np.float64]:
     return np.array([s[column] for s in scores], dtype=np.float64)
 
 
-def compare_models(
-    candidate: Classifier, live: Classifier, evaluation_file: Path
-) -> dict[str, dict[str, Any]]:
+def label_text_key(text: str) -> str:
+    """Return the fingerprint training records for a moderator-label text."""
+    # The same identity de-duplication uses: the text as the model sees it (raw text when
+    # nothing word-like is left), so a re-cased or re-punctuated copy is still recognised.
+    key = dedupe_key(text) or text
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return digest[:LABEL_KEY_HEX_DIGITS]
+
+
+def trained_label_keys(classifier: Classifier) -> frozenset[str]:
+    """Return the moderator-label fingerprints ``classifier`` was trained on (none if old)."""
+    training_data = classifier.metadata.get("training_data")
+    keys = training_data.get(LABEL_KEYS, []) if isinstance(training_data, dict) else []
+    return frozenset(keys)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Candidate and live ROC-AUC per label, and which evaluation rows were used."""
+
+    labels: dict[str, dict[str, Any]]
+    evaluation_rows: int  # rows (lines) in the evaluation file; 0 without one
+    left_out: int  # of those, rows either model was trained on, so not scored
+
+    def left_out_note(self) -> str:
+        """Say how many evaluation rows were left out as training labels of either model."""
+        return (
+            f"{self.left_out} of {self.evaluation_rows} evaluation rows left out as seen in "
+            "training"
+        )
+
+
+def compare_models(candidate: Classifier, live: Classifier, evaluation_file: Path) -> Comparison:
     """Return per-label ROC-AUC of both models on the registry's evaluation set.
 
-    A label the evaluation file cannot measure (no file, or not both classes for that label)
-    falls back to each artifact's recorded out-of-fold validation ROC-AUC (comparable only
-    when both were trained on similar data), so no label goes unchecked.
+    Rows whose text either model was trained on as a moderator label are left out, so neither
+    is scored on its own training labels. A label the remaining rows cannot measure (no file,
+    or not both classes for that label) falls back to each artifact's recorded out-of-fold
+    validation ROC-AUC (comparable only when both were trained on similar data), so no label
+    goes unchecked.
     """
     out: dict[str, dict[str, Any]] = {}
+    total = left_out = 0
     if evaluation_file.is_file():
-        for eval_set in eval_sets_from_rows("evaluation", read_label_rows(evaluation_file)):
+        rows = read_label_rows(evaluation_file)
+        seen = trained_label_keys(candidate) | trained_label_keys(live)
+        unseen = [r for r in rows if label_text_key(r.text) not in seen] if seen else rows
+        # Each line of a moderator-label file yields one row per label head.
+        total, left_out = len(rows) // 2, (len(rows) - len(unseen)) // 2
+        for eval_set in eval_sets_from_rows("evaluation", unseen):
             out[eval_set.label] = {
                 "set": str(evaluation_file),
                 "candidate": binary_metrics(eval_set.y, score_set(candidate, eval_set))["roc_auc"],
@@ -86,7 +132,7 @@ def compare_models(
         if math.isnan(cand) and not math.isnan(cur):
             cand = -math.inf  # a candidate without metrics cannot show it is not worse
         out[label] = {"set": "recorded validation metrics", "candidate": cand, "live": cur}
-    return out
+    return Comparison(out, total, left_out)
 
 
 def _recorded_auc(classifier: Classifier, label: str) -> float:

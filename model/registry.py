@@ -13,11 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model.artifact import is_valid_version, load_artifact, read_metadata, verify_artifact
 from model.errors import ArtifactError, ArtifactVersionError
 from model.scoring import Classifier
+
+if TYPE_CHECKING:
+    from model.evaluation_sets import Comparison
 
 LIVE_FILE = "LIVE"
 HISTORY_FILE = "history.json"
@@ -183,14 +186,19 @@ class ModelRegistry:
             return False  # damaged, not outdated: loading reports it; never hide tampering
         return False
 
-    def promote(self, version: str, *, force: bool = False) -> None:
-        """Make ``version`` live, refusing one worse than the live model unless ``force``."""
+    def promote(self, version: str, *, force: bool = False) -> Comparison | None:
+        """Make ``version`` live, refusing one worse than the live model unless ``force``.
+
+        Return the comparison it passed, or None when none was made (forced, nothing live, or
+        already live).
+        """
         self._require_existing()
         with self._locked():
             candidate = self.load(version)
             live = self.live_version()
             if live == version:
-                return
+                return None
+            comparison = None
             if live is not None and not force:
                 try:
                     current = self.load(live)
@@ -199,12 +207,13 @@ class ModelRegistry:
                         f"live version {live} cannot be loaded, so {version} cannot be compared "
                         f"with it ({exc})"
                     ) from exc
-                self._check_not_worse(candidate, current)
+                comparison = self._check_not_worse(candidate, current)
             history = self._history()
             if live is not None:
                 history.append(live)
             self._write_json(HISTORY_FILE, history)
             self._write_live(version)
+            return comparison
 
     def rollback(self) -> Rollback:
         """Make the most recent previously live version that still loads live again.
@@ -264,16 +273,17 @@ class ModelRegistry:
         """Path of the optional fixed evaluation set (moderator-label JSONL format)."""
         return self.root / EVALUATION_FILE
 
-    def compare(self, candidate: Classifier, live: Classifier) -> dict[str, dict[str, float]]:
+    def compare(self, candidate: Classifier, live: Classifier) -> Comparison:
         """Return ROC-AUC per label for both models on the comparison set."""
         from model.evaluation_sets import compare_models
 
         return compare_models(candidate, live, self.evaluation_file())
 
-    def _check_not_worse(self, candidate: Classifier, live: Classifier) -> None:
+    def _check_not_worse(self, candidate: Classifier, live: Classifier) -> Comparison:
         worse: list[str] = []
         unknown: list[str] = []
-        for label, c in self.compare(candidate, live).items():
+        comparison = self.compare(candidate, live)
+        for label, c in comparison.labels.items():
             cand, cur, where = c["candidate"], c["live"], c["set"]
             if math.isnan(cur) and math.isfinite(cand):
                 continue  # the live model has no figure to fall below
@@ -283,9 +293,13 @@ class ModelRegistry:
                 worse.append(f"{label}: candidate ROC-AUC {cand:.4f} < live {cur:.4f} on {where}")
         if worse or unknown:
             verdict = "is worse than" if worse else "cannot be compared with"
+            # Say so when rows were left out: it explains a fall-back to recorded metrics.
+            left_out = [comparison.left_out_note()] if comparison.left_out else []
             raise PromotionRefused(
-                f"{candidate.version} {verdict} live {live.version}: " + "; ".join(worse + unknown)
+                f"{candidate.version} {verdict} live {live.version}: "
+                + "; ".join(worse + unknown + left_out)
             )
+        return comparison
 
     def _history(self) -> list[str]:
         path = self.root / HISTORY_FILE

@@ -43,6 +43,7 @@ from model.evaluation import (
     reject_tradeoffs,
     threshold_report,
 )
+from model.evaluation_sets import LABEL_KEYS, label_text_key
 from model.features import NgramHasher, TrainConfig, distinct_counts
 from model.lexicon import build_lexicon, lexicon_values
 from model.scoring import LinearScorer, tfidf_values
@@ -334,6 +335,9 @@ def train(
         metrics, thresholds, behaviour = validation_summary(oof, heads, config)
         hashes = file_hashes(data_dir)
         label_hashes = {str(p): sha256_file(p) for p in label_files}
+        # Promote leaves these texts out of its evaluation set: a model scores ~1.0 on the
+        # moderator labels it was fitted to (weight 30), whatever their quality.
+        label_keys = sorted({label_text_key(r.text) for r in rows if r.source == "moderator"})
         created = datetime.now(UTC)
         if version is None:
             digest = hashlib.sha256(
@@ -349,6 +353,7 @@ def train(
                     "root": str(data_dir),
                     "files": hashes,
                     "moderator_labels": label_hashes,
+                    LABEL_KEYS: label_keys,
                     "rows": counts,
                 },
                 "metrics": {

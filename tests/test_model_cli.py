@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -112,6 +113,40 @@ def test_promote_checks_a_label_the_evaluation_file_cannot_measure(
     forced = run("promote", "--registry", str(registry.root), "badtoxic", "--force")
     assert forced.exit_code == 0, forced.output
     assert registry.live_version() == "badtoxic"
+
+
+TOXIC_TEXTS = [
+    "Shut up you worthless idiot, nobody wants you here.",
+    "You are a pathetic moron and everyone hates you.",
+]
+
+
+def test_promote_without_recorded_training_labels_scores_every_evaluation_row(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """Artifacts that record no training-label texts (the committed default) leave no row out:
+    the whole evaluation file decides, and the output says so."""
+    assert (
+        "moderator_label_keys"
+        not in json.loads((BUNDLED / METADATA_FILE).read_text())["training_data"]
+    )
+    registry.add_candidate(variant(tmp_path, "candidate"))
+    rows = [{"text": t, "spam": 1, "toxic": 0} for t in SPAM_TEXTS]
+    rows += [{"text": t, "spam": 0, "toxic": 0} for t in CLEAN_TEXTS]
+    rows += [{"text": t, "spam": 0, "toxic": 1} for t in TOXIC_TEXTS]
+    registry.evaluation_file().write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    result = run("promote", "--registry", str(registry.root), "candidate")
+    assert result.exit_code == 0, result.output
+    assert "0 of 10 evaluation rows left out as seen in training" in result.output
+    for label in ("spam", "toxic"):
+        assert re.search(
+            rf"{label}: candidate ROC-AUC [01]\.\d{{4}}, live [01]\.\d{{4}} on "
+            + re.escape(str(registry.evaluation_file())),
+            result.output,
+        ), result.output
+    assert result.output.endswith("live version: candidate\n")
+    assert registry.live_version() == "candidate"
 
 
 @pytest.mark.parametrize(

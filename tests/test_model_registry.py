@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ from model.artifact import METADATA_FILE, METADATA_HASH_KEY, MODEL_FILE, metadat
 from model.cli import cli
 from model.datasets import read_olid_test, read_sms
 from model.errors import ArtifactVersionError
+from model.evaluation import binary_metrics
+from model.evaluation_sets import eval_sets_from_rows, label_text_key, read_label_rows, score_set
 from model.features import TrainConfig
 from model.registry import (
     PromotionRefused,
@@ -355,6 +358,7 @@ def _default_thresholds(**changes: object) -> dict[str, object]:
         ({"version": "../elsewhere"}, "not a valid version name"),
         ({METADATA_HASH_KEY: 42}, "must be a hex SHA-256"),
         ({"metrics": {"validation": {"spam": {"overall": {"roc_auc": "0.9"}}}}}, "metrics"),
+        ({"training_data": {"moderator_label_keys": ["not-a-key"]}}, "moderator_label_keys"),
     ],
 )
 def test_malformed_metadata_is_refused_with_artifact_error(
@@ -444,3 +448,131 @@ def test_rollback_skips_versions_that_cannot_load_and_says_so(
     assert [version for version, _ in result.skipped] == [small_artifact.name]
     assert "format v1" in result.skipped[0][1]
     assert json.loads((registry.root / "history.json").read_text()) == []
+
+
+# --- promote never scores a model on its own training labels ----------------------------------
+
+NOISE_WORDS = [
+    "amber",
+    "bolt",
+    "cedar",
+    "drift",
+    "ember",
+    "fjord",
+    "gleam",
+    "harbor",
+    "indigo",
+    "jasper",
+    "kelp",
+    "lumen",
+]
+
+
+@pytest.fixture(scope="module")
+def random_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 moderator labels drawn at random: noise a model can only memorise."""
+    rng = random.Random(7)  # noqa: S311  # reproducible noise, not security
+    rows = [
+        {
+            "text": " ".join(rng.sample(NOISE_WORDS, 5)) + f" note {i}",
+            "spam": rng.randint(0, 1),
+            "toxic": rng.randint(0, 1),
+        }
+        for i in range(60)
+    ]
+    assert all({r[label] for r in rows} == {0, 1} for label in ("spam", "toxic"))
+    path = tmp_path_factory.mktemp("noise") / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def noisy_candidate(tmp_path_factory: pytest.TempPathFactory, random_labels: Path) -> Path:
+    """A small model trained on the random labels (weight 30 each)."""
+    out = tmp_path_factory.mktemp("noisy")
+    config = TrainConfig(max_rows_per_source=150)
+    return train(
+        SHARED_DATA, out, label_files=[random_labels], config=config, progress=False
+    ).folder
+
+
+def _label_auc(labels_file: Path, registry: ModelRegistry, version: str) -> dict[str, float]:
+    """ROC-AUC per label of ``version`` on a moderator-label file, every row scored."""
+    classifier = registry.load(version)
+    return {
+        s.label: binary_metrics(s.y, score_set(classifier, s))["roc_auc"]
+        for s in eval_sets_from_rows("file", read_label_rows(labels_file))
+    }
+
+
+def test_promote_leaves_out_evaluation_rows_the_candidate_was_trained_on(
+    registry: ModelRegistry, noisy_candidate: Path, random_labels: Path, small_artifact: Path
+) -> None:
+    """Compared on its own random training labels, a candidate is not scored on them: the rows
+    are left out (and the output says so) and both labels fall back to recorded metrics."""
+    meta = json.loads((noisy_candidate / METADATA_FILE).read_text())
+    texts = [json.loads(line)["text"] for line in random_labels.read_text().splitlines()]
+    keys = meta["training_data"]["moderator_label_keys"]
+    assert keys == sorted(label_text_key(t) for t in texts) and len(set(keys)) == 60
+    assert (
+        json.loads((small_artifact / METADATA_FILE).read_text())["training_data"][
+            "moderator_label_keys"
+        ]
+        == []
+    )
+    shutil.copy(random_labels, registry.evaluation_file())
+    live = registry.live_version()
+    candidate = registry.add_candidate(noisy_candidate)  # verifies the metadata hash
+    # The trap: on its own training labels the candidate looks near perfect.
+    assert min(_label_auc(random_labels, registry, candidate).values()) > 0.95
+
+    comparison = registry.compare(registry.load(candidate), registry.load())
+    assert (comparison.evaluation_rows, comparison.left_out) == (60, 60)
+    recorded = meta["metrics"]["validation"]
+    for label in ("spam", "toxic"):
+        assert comparison.labels[label]["set"] == "recorded validation metrics"
+        assert comparison.labels[label]["candidate"] == recorded[label]["overall"]["roc_auc"]
+    result = CliRunner().invoke(cli, ["promote", "--registry", str(registry.root), candidate])
+    assert result.exit_code == 1, result.output
+    assert f"{candidate} is worse than live {live}" in result.output
+    assert "60 of 60 evaluation rows left out as seen in training" in result.output
+    assert registry.live_version() == live
+
+
+def test_promote_leaves_out_evaluation_rows_the_live_model_was_trained_on(
+    registry: ModelRegistry, noisy_candidate: Path, random_labels: Path, small_artifact: Path
+) -> None:
+    """Neither side is scored on its training labels: the live model's count too."""
+    registry.promote(registry.add_candidate(noisy_candidate), force=True)
+    shutil.copy(random_labels, registry.evaluation_file())
+    candidate = registry.load(registry.add_candidate(small_artifact))
+    comparison = registry.compare(candidate, registry.load())
+    assert (comparison.evaluation_rows, comparison.left_out) == (60, 60)
+    assert {c["set"] for c in comparison.labels.values()} == {"recorded validation metrics"}
+
+
+def test_promote_still_scores_evaluation_rows_neither_model_was_trained_on(
+    registry: ModelRegistry, noisy_candidate: Path, random_labels: Path, tmp_path: Path
+) -> None:
+    """Only the trained-on rows are left out; the rest decide, scored as usual."""
+    fresh = [{"text": r.text, "spam": r.target, "toxic": 0} for r in read_sms(SHARED_DATA)][::20]
+    fresh += [{"text": r.text, "spam": 0, "toxic": r.target} for r in read_olid_test(SHARED_DATA)][
+        ::10
+    ]
+    fresh_file = tmp_path / "fresh.jsonl"
+    fresh_file.write_text("".join(json.dumps(r) + "\n" for r in fresh))
+    registry.evaluation_file().write_text(random_labels.read_text() + fresh_file.read_text())
+    live = registry.live_version()
+    assert live is not None
+    candidate = registry.add_candidate(noisy_candidate)
+
+    comparison = registry.compare(registry.load(candidate), registry.load())
+    assert (comparison.evaluation_rows, comparison.left_out) == (60 + len(fresh), 60)
+    on_candidate = _label_auc(fresh_file, registry, candidate)
+    on_live = _label_auc(fresh_file, registry, live)
+    for label in ("spam", "toxic"):
+        assert comparison.labels[label] == {
+            "set": str(registry.evaluation_file()),
+            "candidate": on_candidate[label],
+            "live": on_live[label],
+        }
