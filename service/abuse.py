@@ -73,7 +73,10 @@ def install_abuse_protection(app: Flask, settings: Settings) -> Limiter:
         # than moving windows (a sorted-set script each); a client can at most double a limit
         # across a window boundary, acceptable for spam throttling.
         strategy="fixed-window",
-        headers_enabled=True,
+        # No X-RateLimit-*/Retry-After on every response: they cost a Redis round trip per
+        # limit per request, and a browser posting a form has no use for them. A 429 gets its
+        # Retry-After from the breached limit (service/errors.py).
+        headers_enabled=False,
         # If Redis is down the limiter steps aside; storing the comment then fails with 503.
         swallow_errors=True,
     )

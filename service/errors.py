@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 from typing import Any
 
 import redis
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, current_app, jsonify, render_template, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -69,6 +71,15 @@ def problem(
     return response
 
 
+def _seconds_until_limit_resets() -> int:
+    """Return when the breached rate limit's window ends (a per-day limit: hours, not 5 s)."""
+    for limiter in current_app.extensions.get("limiter", ()):
+        breached = limiter.current_limit
+        if breached is not None:
+            return max(1, math.ceil(float(breached.reset_at) - time.time()))
+    return RETRY_AFTER_SECONDS
+
+
 def register_error_handlers(app: Flask) -> None:
     """Turn every error into a clear 4xx/5xx response, never a stack trace."""
 
@@ -77,6 +88,8 @@ def register_error_handlers(app: Flask) -> None:
         code = exc.code or 500
         headers = dict(exc.get_headers()) if code == 405 else {}
         headers.pop("Content-Type", None)
+        if code == 429:
+            headers["Retry-After"] = str(_seconds_until_limit_resets())
         return problem(code, exc.name, exc.description or "", headers=headers)
 
     @app.errorhandler(redis.exceptions.ConnectionError)

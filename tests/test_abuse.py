@@ -28,6 +28,27 @@ def client_for(settings: Settings, **overrides: object) -> FlaskClient:
     return create_app(settings.with_overrides(**overrides), configure_logs=False).test_client()
 
 
+@pytest.mark.parametrize(("limit", "low", "high"), [("2/minute", 1, 61), ("2/day", 3600, 86401)])
+def test_retry_after_says_when_the_breached_limit_resets_and_only_on_a_429(
+    settings: Settings, redis: redis_lib.Redis, limit: str, low: int, high: int
+) -> None:
+    client = client_for(settings, rate_limit_ip=limit)
+    env = {"REMOTE_ADDR": "203.0.113.60" if "minute" in limit else "203.0.113.61"}
+    answers = [
+        client.post(
+            "/api/v1/comments",
+            json={**FORM, "email": f"w{n}@example.com", "comment": f"Window {n} {limit}"},
+            environ_base=env,
+        )
+        for n in range(3)
+    ]
+    assert [a.status_code for a in answers] == [202, 202, 429]
+    for accepted in answers[:2]:  # no rate-limit headers on ordinary answers
+        assert "Retry-After" not in accepted.headers
+        assert not any(name.startswith("X-RateLimit") for name, _ in accepted.headers.items())
+    assert low <= int(answers[2].headers["Retry-After"]) <= high
+
+
 def test_rate_limit_per_client_ip_answers_429_with_retry_after(
     settings: Settings, redis: redis_lib.Redis
 ) -> None:
