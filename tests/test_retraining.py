@@ -149,14 +149,17 @@ def test_a_live_version_that_cannot_load_is_logged_and_the_current_model_keeps_s
 ) -> None:
     """A worker names the version and the load error once, instead of failing batch after batch."""
     from model import ArtifactError, ModelRegistry
+    from model.artifact import METADATA_HASH_KEY, metadata_digest
 
     model_dir = tmp_path / "models"
     registry = ModelRegistry(model_dir)
     first = registry.ensure_seeded()
     broken = registry.version_dir("broken")
     shutil.copytree(registry.version_dir(first), broken)
-    meta = json.loads((broken / "metadata.json").read_text())
-    (broken / "metadata.json").write_text(json.dumps({**meta, "version": "broken"}))
+    meta = {**json.loads((broken / "metadata.json").read_text()), "version": "broken"}
+    if METADATA_HASH_KEY in meta:  # renamed as a training run would have named it: resealed
+        meta[METADATA_HASH_KEY] = metadata_digest(meta)
+    (broken / "metadata.json").write_text(json.dumps(meta))
     (broken / "model.npz").write_bytes(b"not the trained model")
     settings = Settings.from_mapping(
         {

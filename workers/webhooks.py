@@ -187,7 +187,9 @@ def post_signed(url: str, secret: str, body: bytes, *, deadline: float = DEADLIN
     except (OSError, http.client.HTTPException) as exc:
         # IncompleteRead, BadStatusLine and RemoteDisconnected: the site may not have taken
         # the event; receivers deduplicate by event id, so sending it again is safe.
-        if watchdog.expired:
+        # A socket timeout is the same deadline (each read may wait at most that long) and can
+        # fire a moment before the watchdog's timer thread, on a busy host.
+        if watchdog.expired or isinstance(exc, TimeoutError):
             raise WebhookError(f"no complete answer within {deadline:g} s") from None
         raise WebhookError(type(exc).__name__) from None
     finally:
