@@ -6,6 +6,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 from celery import Celery, Task
@@ -111,17 +112,18 @@ def register_tasks(app: Celery) -> None:
         """Re-enqueue comments stored but not scored in time; return how many."""
         return sweep(app, runtime_for(app))
 
-    @app.task(
-        name=WEBHOOK_TASK,
-        # Not shared with apps created later in this process (tests make several): each app's
-        # deliveries use its own settings.
-        shared=False,
-        bind=True,
-        acks_late=True,
-        max_retries=WEBHOOK_MAX_RETRIES,
-        soft_time_limit=WEBHOOK_SOFT_TIME_LIMIT,
-        time_limit=WEBHOOK_TIME_LIMIT,
-    )
+    # Not shared with apps created later in this process (tests make several): each app's
+    # deliveries use its own settings.
+    webhook_task: dict[str, Any] = {
+        "shared": False,
+        "bind": True,
+        "acks_late": True,
+        "max_retries": WEBHOOK_MAX_RETRIES,
+        "soft_time_limit": WEBHOOK_SOFT_TIME_LIMIT,
+        "time_limit": WEBHOOK_TIME_LIMIT,
+    }
+
+    @app.task(name=WEBHOOK_TASK, **webhook_task)
     def deliver_webhook(self: Task, comment_id: str, event_id: str) -> str:
         """POST a signed decision event to the configured site; retried with backoff."""
         store = runtime_for(app).store
@@ -130,15 +132,7 @@ def register_tasks(app: Celery) -> None:
             self, DECIDED, comment_id, lambda: deliver(store, url, secret, comment_id, event_id)
         )
 
-    @app.task(
-        name=WEBHOOK_DELETION_TASK,
-        shared=False,
-        bind=True,
-        acks_late=True,
-        max_retries=WEBHOOK_MAX_RETRIES,
-        soft_time_limit=WEBHOOK_SOFT_TIME_LIMIT,
-        time_limit=WEBHOOK_TIME_LIMIT,
-    )
+    @app.task(name=WEBHOOK_DELETION_TASK, **webhook_task)
     def deliver_deletion_webhook(
         self: Task, comment_id: str, post_id: str, reason: str, event_id: str
     ) -> str:
