@@ -212,7 +212,8 @@ def main() -> int:
         subprocess.Popen([sys.executable, "-m", "workers", "webhooks"], env=plain_env, cwd=ROOT)
     )
     redis_url = env.get("MODERATION_REDIS_URL") or env.get("REDIS_URL")
-    write_run_env(env)
+    # The tools read MODERATION_REDIS_URL first: name the Redis this run uses, however given.
+    write_run_env({**env, "MODERATION_REDIS_URL": redis_url or ""})
     metrics_host = worker_env.get("MODERATION_WORKER_METRICS_HOST", "127.0.0.1")
     worker_metrics = f"http://{metrics_host}:{metrics_port}/metrics" if metrics_port else "off"
     banner = (

@@ -322,6 +322,19 @@ def test_undoing_a_decision_made_before_scoring_sends_the_comment_to_be_scored(
     assert comment_id in store.stale_unscored(older_than_us=1)
 
 
+def test_an_unscored_entry_without_a_queued_comment_is_dropped_when_a_worker_sees_it(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """Left behind by a race (deleted meanwhile), it would otherwise be re-sent every sweep."""
+    from workers.pipeline import score_and_decide_many
+
+    runtime = Runtime(settings)
+    redis.zadd("mod:unscored", {"a" * 24: 0, "b" * 24: 0})
+    assert score_and_decide(runtime, "a" * 24) == "missing"
+    assert score_and_decide_many(runtime, ["b" * 24]) == {"b" * 24: "missing"}
+    assert redis.zcard("mod:unscored") == 0
+
+
 def test_detail_shows_history_and_an_append_only_audit_trail(
     client: FlaskClient, settings: Settings, tokens: dict[str, dict[str, str]]
 ) -> None:

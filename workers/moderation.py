@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from workers.metrics import record_moderator_decision
-from workers.store import STATE_MODERATED, STATE_QUEUED, CommentStore, iso_now
+from workers.store import STATE_MODERATED, CommentStore, iso_now
 
 Role = Literal["moderator", "admin"]
 ROLES: tuple[Role, ...] = ("moderator", "admin")
@@ -175,10 +175,6 @@ def _undo_step(store: CommentStore, moderator: str, entry: dict[str, Any]) -> De
     if before.get("state") != STATE_MODERATED:
         # The action being undone was the one that made this comment a training label.
         store.unlabel(comment_id)
-    if before.get("state") == STATE_QUEUED:
-        # Decided by a moderator before the worker scored it: the worker then skipped it, so
-        # the sweep must send it again.
-        store.requeue_unscored(comment_id)
     return DecisionResult(found=True, comment=store.get(comment_id), previous_queue=result.previous)
 
 

@@ -75,10 +75,9 @@ def uncertainty(spam: float, toxic: float) -> float:
 def score_and_decide(runtime: Runtime, comment_id: str) -> Outcome:
     """Score a queued comment and move it to its queue; a second run changes nothing."""
     record = runtime.store.get(comment_id)
-    if record is None:
-        return "missing"
-    if record.get("state") != STATE_QUEUED:
-        return "already_decided"
+    if record is None or record.get("state") != STATE_QUEUED:
+        runtime.store.forget_unscored([comment_id])  # so the sweep stops sending it
+        return "missing" if record is None else "already_decided"
     bind_request_id(record.get("request_id") or "")
     classifier = runtime.classifier()
     started = time.perf_counter()
@@ -114,6 +113,7 @@ def score_and_decide_many(runtime: Runtime, comment_ids: Sequence[str]) -> dict[
             outcomes[comment_id] = "already_decided"
         else:
             queued.append(record)
+    store.forget_unscored(list(outcomes))  # so the sweep stops sending them
     if not queued:
         return outcomes
     classifier = runtime.classifier()

@@ -200,6 +200,9 @@ for q = 1, 4 do
   if queues[q] == ARGV[2] then target = 6 + (q - 1) * 4 + 1 end
 end
 if #ARGV >= 8 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
+-- Back to "queued" (an undo of a decision taken before scoring): unscored again, in this same
+-- step, so the sweep sends it to a worker (score 0: due at once).
+if redis.call('HGET', KEYS[1], 'state') == 'queued' then redis.call('ZADD', KEYS[2], 0, id) end
 redis.call('HSET', KEYS[1], 'queue', ARGV[2])
 local f = redis.call('HMGET', KEYS[1], 'created_us', 'spam', 'toxic', 'uncertainty')
 redis.call('ZADD', KEYS[target], f[1], id)
@@ -571,10 +574,11 @@ class CommentStore:
             # XX: never resurrect an id that was scored in the meantime.
             self.redis.zadd(unscored_key(), dict.fromkeys(ids, stamp), xx=True)
 
-    def requeue_unscored(self, comment_id: str) -> None:
-        """List a comment as unscored again (an undo put it back before scoring); the next
-        sweep enqueues it."""
-        self.redis.zadd(unscored_key(), {comment_id: 0})
+    def forget_unscored(self, comment_ids: Sequence[str]) -> None:
+        """Drop ids from the unscored list that a worker found missing or already decided
+        (left behind by a race), so the sweep stops sending them."""
+        if comment_ids:
+            self.redis.zrem(unscored_key(), *comment_ids)
 
     # labels ---------------------------------------------------------------------------------
 
