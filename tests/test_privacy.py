@@ -282,3 +282,38 @@ def test_addresses_equal_only_under_case_folding_are_different_readers(
     # Digests of ASCII addresses are what they were (case-insensitive, same HMAC input).
     expected = hmac.new(b"test-hmac-key", b"ann@example.com", hashlib.sha256).hexdigest()
     assert runtime.vault.digest(" Ann@Example.COM ") == expected
+
+
+def test_comments_filed_under_the_old_case_folded_digest_are_exported_and_erased(
+    client: FlaskClient, settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """Stored before digests were lower-cased: "straße" was filed as "strasse". Export and
+    erasure still find it, and never take the real "strasse" reader's comment with it."""
+    runtime = Runtime(settings)
+    admin = {"Authorization": "Bearer " + create_token(runtime.store, "dpo", "admin")}
+    body = {"post_id": "p-old", "author": "S"}
+    old = client.post(
+        "/api/v1/comments", json={**body, "comment": "Old one.", "email": "straße@example.com"}
+    ).get_json()["id"]
+    other = client.post(
+        "/api/v1/comments", json={**body, "comment": "Other.", "email": "strasse@example.com"}
+    ).get_json()["id"]
+    # Re-file the first as the old code did: under the case-folded address's digest.
+    legacy = runtime.vault.digest("strasse@example.com")
+    current = runtime.vault.digest("straße@example.com")
+    redis.hset(f"mod:c:{old}", "email_digest", legacy)
+    redis.zadd(f"mod:author:{legacy}", {old: redis.zscore(f"mod:author:{current}", old)})
+    redis.delete(f"mod:author:{current}")
+
+    def export(email: str) -> list[str]:
+        found = client.post("/api/v1/privacy/export", json={"email": email}, headers=admin)
+        return sorted(c["id"] for c in found.get_json()["comments"])
+
+    assert export("straße@example.com") == [old]
+    assert export("strasse@example.com") == [other]
+    erased = client.post(
+        "/api/v1/privacy/erase", json={"email": "straße@example.com"}, headers=admin
+    )
+    assert erased.get_json()["comment_ids"] == [old]
+    assert runtime.store.get(old) is None and runtime.store.get(other) is not None
+    assert export("strasse@example.com") == [other]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.privacy import PUBLIC_FIELDS, EmailVault
+from workers.privacy import PUBLIC_FIELDS, EmailVault, normalise_email
 from workers.store import CommentStore
 
 EXPORT_FIELDS = (*PUBLIC_FIELDS, "status")
@@ -17,13 +17,41 @@ OnDeleted = Callable[[str, str], None]
 
 def export_by_email(store: CommentStore, vault: EmailVault, email: str) -> list[dict[str, Any]]:
     """Return every stored comment by that address, as the reader would recognise it."""
-    records = store.get_many(store.author_comment_ids(vault.digest(email)))
     out = []
-    for record in records:
+    for record in _records_by(store, vault, email):
         item = {name: record.get(name) or None for name in EXPORT_FIELDS}
         item["email"] = vault.decrypt(record.get("email_enc", ""))
         out.append(item)
     return out
+
+
+def _records_by(store: CommentStore, vault: EmailVault, email: str) -> list[dict[str, Any]]:
+    """Return the stored comments written from this address.
+
+    Comments stored before digests were lower-cased (instead of case-folded) are filed under
+    the case-folded digest, which another mailbox may share ("straße" and "strasse"): there,
+    only the records whose decrypted address is this one count."""
+    digest, *legacy = vault.lookup_digests(email)
+    found: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for lookup in (digest, *legacy):
+        for record in store.get_many(store.author_comment_ids(lookup)):
+            # Under the current digest an address that no key can decrypt any more (retired
+            # keys) still counts; a case-folded digest needs the address itself to match.
+            if record["id"] not in seen and _same_address(
+                vault, record.get("email_enc"), email, unreadable=lookup == digest
+            ):
+                found.append(record)
+                seen.add(record["id"])
+    return found
+
+
+def _same_address(vault: EmailVault, encrypted: Any, email: str, *, unreadable: bool) -> bool:
+    """Return True if the encrypted address is this one (``unreadable`` if it cannot tell)."""
+    clear = vault.decrypt(encrypted) if isinstance(encrypted, str) and encrypted else None
+    if clear is None:
+        return unreadable
+    return normalise_email(clear) == normalise_email(email)
 
 
 @dataclass
@@ -56,10 +84,11 @@ def erase_by_email(
     on_deleted: OnDeleted | None = None,
 ) -> ErasureReport:
     """Remove every comment by that address and every record that could point back to it."""
-    digest = vault.digest(email)
+    digest, *legacy = vault.lookup_digests(email)
     report = ErasureReport()
-    ids = store.author_comment_ids(digest)
-    for record in store.get_many(ids):
+    records = _records_by(store, vault, email)
+    ids = [str(r["id"]) for r in records]
+    for record in records:
         if store.delete(record):
             report.comments_deleted += 1
             report.comment_ids.append(record["id"])
@@ -68,6 +97,12 @@ def erase_by_email(
     # Comments a moderator deleted are no longer indexed by author, but an undo entry still
     # holds each whole record: those, and every audit entry about them, go as well.
     gone = set(ids) | store.deleted_comment_ids_by_author(digest)
+    for old in legacy:
+        gone |= {
+            i
+            for i, enc in store.deleted_comment_emails_by_author(old).items()
+            if _same_address(vault, enc, email, unreadable=False)
+        }
     # Audit entries may hold moderators' notes about the reader: they go too, and one entry
     # records the erasure itself (opaque ids only).
     report.audit_entries_removed = store.drop_audit_entries(gone)
@@ -76,6 +111,7 @@ def erase_by_email(
     )
     report.undo_entries_removed = store.drop_undo_entries(gone)
     # Anything else keyed by the author's digest: the author index, rate-limit counters.
+    # (Not the legacy digest's keys: they may belong to another mailbox, see _records_by.)
     report.other_keys_removed = store.delete_keys_mentioning(digest)
     # Until Redis rewrites its append-only file, the deleted values are still in it on disk.
     report.storage_rewrite = store.rewrite_persistence()

@@ -67,7 +67,20 @@ class EmailVault:
 
     def digest(self, email: str) -> str:
         """Return the keyed HMAC-SHA256 of the normalised address (for look-ups)."""
-        return hmac.new(self._hmac_key, normalise_email(email).encode(), hashlib.sha256).hexdigest()
+        return self._hmac(normalise_email(email))
+
+    def lookup_digests(self, email: str) -> list[str]:
+        """Return every digest stored comments by this address may be filed under.
+
+        Before 2026-11-27 addresses were case-folded, not lower-cased, before digesting; for
+        the few where the two differ ("ß", final sigma), comments stored then are filed under
+        the case-folded form, and export and erasure must find them too."""
+        current = self.digest(email)
+        legacy = self._hmac(email.strip().casefold())
+        return [current] if legacy == current else [current, legacy]
+
+    def _hmac(self, normalised: str) -> str:
+        return hmac.new(self._hmac_key, normalised.encode(), hashlib.sha256).hexdigest()
 
 
 def normalise_email(email: str) -> str:

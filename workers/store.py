@@ -765,6 +765,17 @@ class CommentStore:
         raw = self.redis.lpop(undo_key(moderator))
         return json.loads(raw) if raw else None
 
+    def deleted_comment_emails_by_author(self, digest: str) -> dict[str, str]:
+        """Return {id: encrypted email} of an author's deleted comments kept for undo."""
+        found: dict[str, str] = {}
+        for key in self.redis.scan_iter(f"{PREFIX}undo:*", count=500):
+            for raw in self.redis.lrange(key, 0, -1):
+                for step in _undo_steps(json.loads(raw)):
+                    record = step.get("record") or {}
+                    if step.get("kind") == "delete" and record.get("email_digest") == digest:
+                        found[str(step.get("comment_id"))] = str(record.get("email_enc", ""))
+        return found
+
     def rewrite_persistence(self) -> str:
         """Ask Redis to rewrite its files on disk, so erased data stops lingering there.
 
@@ -794,14 +805,7 @@ class CommentStore:
 
         A deleted comment has left the author index, but the undo stack holds its whole
         record (encrypted email included) until it expires."""
-        found: set[str] = set()
-        for key in self.redis.scan_iter(f"{PREFIX}undo:*", count=500):
-            for raw in self.redis.lrange(key, 0, -1):
-                for step in _undo_steps(json.loads(raw)):
-                    record = step.get("record") or {}
-                    if step.get("kind") == "delete" and record.get("email_digest") == digest:
-                        found.add(str(step.get("comment_id")))
-        return found
+        return set(self.deleted_comment_emails_by_author(digest))
 
     def drop_undo_entries(self, comment_ids: set[str]) -> int:
         """Remove undo entries that mention any of comment_ids (for erasure); return count."""
