@@ -134,6 +134,26 @@ def write_run_env(env: dict[str, str]) -> None:
         handle.writelines(f"export {k}={shlex.quote(env[k])}\n" for k in keys)
 
 
+class RestartBudget:
+    """Allow restarting a crashed worker at most ``limit`` times within ``window`` seconds.
+
+    kombu can crash a worker when its Redis connection drops; production runs workers under
+    a restart policy (compose: `restart: unless-stopped`), and `make run` does the same for
+    its workers. A worker that keeps crashing uses the budget up and stops the run."""
+
+    def __init__(self, limit: int = 5, window: float = 60.0) -> None:
+        self.limit, self.window = limit, window
+        self._times: list[float] = []
+
+    def allow(self, now: float) -> bool:
+        """Record a restart at ``now`` if the budget allows it; return whether it does."""
+        self._times = [t for t in self._times if now - t < self.window]
+        if len(self._times) >= self.limit:
+            return False
+        self._times.append(now)
+        return True
+
+
 def child_name(argv: object) -> str:
     """Name a child process for a message: the API, or its `python -m workers ...` command."""
     words = [str(word) for word in argv] if isinstance(argv, list) else [str(argv)]
@@ -183,18 +203,18 @@ def main() -> int:
     # The recommended workers for a 2-core host: two solo-pool processes, one per core
     # (batched scoring; docs/benchmarks.md). The first also runs beat and serves metrics.
     plain_env = {k: v for k, v in worker_env.items() if k != "MODERATION_WORKER_METRICS_PORT"}
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "workers", "worker", "--beat"],
-            env=worker_env,
-            cwd=ROOT,
-        ),
-        subprocess.Popen(
-            [sys.executable, "-m", "workers", "worker"],
-            env=plain_env,
-            cwd=ROOT,
-        ),
+
+    def spawn(argv: list[str], child_env: dict[str, str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, env=child_env, cwd=ROOT)  # noqa: S603 - fixed argv
+
+    worker_specs = [
+        ([sys.executable, "-m", "workers", "worker", "--beat"], worker_env),
+        ([sys.executable, "-m", "workers", "worker"], plain_env),
+        # Webhooks on their own worker (threads, no model): a slow site never delays scoring.
+        ([sys.executable, "-m", "workers", "webhooks"], plain_env),
     ]
+    workers = [spawn(argv, child_env) for argv, child_env in worker_specs]
+    children = list(workers)
     children += [
         subprocess.Popen(  # noqa: S603 - fixed argv
             [
@@ -207,10 +227,6 @@ def main() -> int:
             cwd=ROOT,
         ),
     ]
-    # Webhooks on their own worker (threads, no model): a slow site never delays scoring.
-    children.append(
-        subprocess.Popen([sys.executable, "-m", "workers", "webhooks"], env=plain_env, cwd=ROOT)
-    )
     redis_url = env.get("MODERATION_REDIS_URL") or env.get("REDIS_URL")
     # The tools read MODERATION_REDIS_URL first: name the Redis this run uses, however given.
     write_run_env({**env, "MODERATION_REDIS_URL": redis_url or ""})
@@ -244,8 +260,23 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    budget = RestartBudget()
     try:
-        while not stopping and all(child.poll() is None for child in children):
+        while not stopping:
+            if ready:  # once up, a crashed worker is restarted (the API is not)
+                for i, worker in enumerate(workers):
+                    if worker.poll() is None or not budget.allow(time.monotonic()):
+                        continue
+                    argv, child_env = worker_specs[i]
+                    print(
+                        f"make run: {child_name(argv)} exited (code {worker.returncode}); "
+                        "restarting it.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    children[children.index(worker)] = workers[i] = spawn(argv, child_env)
+            if any(child.poll() is not None for child in children):
+                break
             if not ready and time.monotonic() >= next_check:
                 # The banner only once the API answers: until then its addresses do not work.
                 ready = is_ready(ready_url)

@@ -110,3 +110,9 @@ def test_run_env_lets_the_cli_tools_reach_this_runs_redis(
     ).stdout.splitlines()
     assert shown[:2] == ["redis://127.0.0.1:4242/0", tricky]
     assert "PATH" not in target.read_text()
+
+
+def test_a_crashing_worker_is_restarted_within_a_budget(run_local: ModuleType) -> None:
+    budget = run_local.RestartBudget(limit=3, window=60.0)
+    assert [budget.allow(t) for t in (0.0, 1.0, 2.0, 3.0)] == [True, True, True, False]
+    assert budget.allow(61.5)  # the first restarts have left the window
