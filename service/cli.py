@@ -67,8 +67,8 @@ def purge() -> None:
         rejected_days=runtime.settings.retention_rejected_days,
         audit_days=runtime.settings.retention_audit_days,
         # Like the hourly task: a site mirroring comments hears of each one removed.
-        on_deleted=lambda comment_id, post_id: notify_deletion(
-            celery, runtime, comment_id, post_id, "expired"
+        on_deleted=lambda comment_id, post_id, changes: notify_deletion(
+            celery, runtime, comment_id, post_id, "expired", changes
         ),
     )
     click.echo(json.dumps(report))

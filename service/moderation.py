@@ -213,7 +213,7 @@ def _act(
     if result.deleted:
         deleted = result.undo_step["record"] if result.undo_step else {}
         post_id = str(deleted.get("post_id") or "")
-        notify_deletion(svc.celery, svc.runtime, comment_id, post_id, "deleted")
+        notify_deletion(svc.celery, svc.runtime, comment_id, post_id, "deleted", result.changes)
         return 200, {"id": comment_id, "deleted": True, "previous_queue": result.previous_queue}
     notify_decision(svc.celery, svc.runtime, comment_id)
     assert result.comment is not None  # noqa: S101 - found and not deleted

@@ -72,8 +72,8 @@ def erase() -> Response:
         email,
         actor,
         # A site mirroring published comments hears of each one, by id only.
-        on_deleted=lambda comment_id, post_id: notify_deletion(
-            svc.celery, svc.runtime, comment_id, post_id, "erased"
+        on_deleted=lambda comment_id, post_id, changes: notify_deletion(
+            svc.celery, svc.runtime, comment_id, post_id, "erased", changes
         ),
     )
     return Response(json.dumps(report.to_dict()), mimetype="application/json")

@@ -401,7 +401,7 @@ def deliver_queued(
 def assert_only_ids(event: dict[str, Any]) -> None:
     text = json.dumps(event)
     assert EMAIL not in text and AUTHOR not in text and TEXT not in text
-    assert set(event) == {"id", "type", "comment", "reason"}
+    assert set(event) == {"id", "type", "comment", "reason", "after"}
     assert set(event["comment"]) == {"id", "post_id"}
 
 
@@ -425,6 +425,16 @@ def test_a_deleted_comment_reaches_the_site_as_a_comment_deleted_event(
     assert deleted["comment"] == {"id": comment_id, "post_id": "harbour"}
     assert deleted["reason"] == "deleted" and deleted["id"].startswith(comment_id)
     assert_only_ids(deleted)
+    # Ordering for the site: the approval already sent is a change the deletion follows…
+    published_n = int(published["id"].rsplit(".", 1)[1])
+    assert deleted["after"] >= published_n
+    # …and an admin undoing the delete sends a decision numbered after it, so a site that
+    # ignores decisions up to "after" still shows the restored comment.
+    broker.delete(WEBHOOK_QUEUE)
+    assert client.post("/api/v1/moderation/undo", headers=admin).status_code == 200
+    restored = deliver_queued(hook, broker, receiver)[-1]
+    assert restored["type"] == "comment.decided"
+    assert int(restored["id"].rsplit(".", 1)[1]) > deleted["after"]
 
 
 def test_erasing_a_reader_sends_a_comment_deleted_event_per_comment(

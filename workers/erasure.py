@@ -11,8 +11,9 @@ from workers.privacy import PUBLIC_FIELDS, EmailVault, normalise_email
 from workers.store import CommentStore
 
 EXPORT_FIELDS = (*PUBLIC_FIELDS, "status")
-# Told (comment id, post id) of each comment removed, so a site mirroring it can drop it too.
-OnDeleted = Callable[[str, str], None]
+# Told (comment id, post id, number of its last change) of each comment removed, so a site
+# mirroring it can drop it too (and ignore decision events that were already on their way).
+OnDeleted = Callable[[str, str, int], None]
 
 
 def export_by_email(store: CommentStore, vault: EmailVault, email: str) -> list[dict[str, Any]]:
@@ -89,11 +90,12 @@ def erase_by_email(
     records = _records_by(store, vault, email)
     ids = [str(r["id"]) for r in records]
     for record in records:
-        if store.delete(record):
+        changes = store.delete(record)
+        if changes is not None:
             report.comments_deleted += 1
             report.comment_ids.append(record["id"])
             if on_deleted is not None:
-                on_deleted(record["id"], str(record.get("post_id") or ""))
+                on_deleted(record["id"], str(record.get("post_id") or ""), changes)
     # Comments a moderator deleted are no longer indexed by author, but an undo entry still
     # holds each whole record: those, and every audit entry about them, go as well.
     gone = set(ids) | store.deleted_comment_ids_by_author(digest)
@@ -136,9 +138,10 @@ def purge_expired(
             if not records:
                 break
             for record in records:
-                if store.delete(record, audit={"actor": "retention", "action": "expire"}):
+                changes = store.delete(record, audit={"actor": "retention", "action": "expire"})
+                if changes is not None:
                     deleted += 1
                     if on_deleted is not None:
-                        on_deleted(record["id"], str(record.get("post_id") or ""))
+                        on_deleted(record["id"], str(record.get("post_id") or ""), changes)
     trimmed = store.trim_audit(int((now - audit_days * 86400) * 1000))
     return {"comments_deleted": deleted, "audit_entries_trimmed": trimmed}

@@ -33,6 +33,7 @@ class DecisionResult:
     previous_queue: str = ""
     deleted: bool = False
     conflict: bool = False  # undo refused: a later decision changed the comment since
+    changes: int = 0  # a deleted comment's last change number (for its deletion event)
     undo_step: dict[str, Any] | None = field(default=None, repr=False)
 
 
@@ -73,7 +74,8 @@ def apply_decision(
     audit = {"actor": moderator, "action": action, "from": record.get("queue"), "note": note}
     if action == "delete":
         trail = store.audit_trail(comment_id)
-        if not store.delete(record, audit={**audit, "to": "deleted"}):
+        changes = store.delete(record, audit={**audit, "to": "deleted"})
+        if changes is None:
             return DecisionResult(found=False)
         step: dict[str, Any] = {
             "comment_id": comment_id,
@@ -84,7 +86,11 @@ def apply_decision(
         if remember:
             store.push_undo(moderator, step)
         return DecisionResult(
-            found=True, previous_queue=str(record.get("queue")), deleted=True, undo_step=step
+            found=True,
+            previous_queue=str(record.get("queue")),
+            deleted=True,
+            undo_step=step,
+            changes=changes,
         )
     queue = ACTIONS[action]
     decision_id = secrets.token_hex(8)

@@ -250,11 +250,12 @@ redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)
 for i = 7, 22 do redis.call('ZREM', KEYS[i], id) end
 redis.call('ZREM', KEYS[23], id)
+local changes = redis.call('LLEN', KEYS[5])
 redis.call('DEL', KEYS[1], KEYS[5])
 if ARGV[2] ~= '' then
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[3], '*', 'entry', ARGV[2])
 end
-return 1
+return {1, changes}
 """
 
 # KEYS: 1 duplicate fingerprint, 2 comment, 3 unscored, 4 author index, 5 broker list (or "")
@@ -532,14 +533,22 @@ class CommentStore:
             keys.extend(score_index_key(queue, index) for index in SCORE_INDEXES)
         return keys
 
-    def delete(self, comment: Mapping[str, Any], audit: Mapping[str, Any] | None = None) -> bool:
-        """Delete a comment, its audit list and every index entry; return False if absent."""
+    def delete(
+        self, comment: Mapping[str, Any], audit: Mapping[str, Any] | None = None
+    ) -> int | None:
+        """Delete a comment, its audit list and every index entry.
+
+        Returns the number of its last change (its audit length, the ``<n>`` of its webhook
+        decision events) so a deletion event can say which changes it follows; None if the
+        comment was already gone."""
         keys = [*self._comment_keys(comment), author_key(str(comment.get("email_digest", "")))]
         entry = json.dumps({"at": iso_now(), "comment_id": comment["id"], **audit}) if audit else ""
-        deleted = self._delete(keys=keys, args=[str(comment["id"]), entry, AUDIT_STREAM_MAX])
-        if deleted and comment.get("email_digest"):
+        reply = self._delete(keys=keys, args=[str(comment["id"]), entry, AUDIT_STREAM_MAX])
+        if not reply:
+            return None
+        if comment.get("email_digest"):
             self.redis.delete(duplicate_key(self.fingerprint(comment)))
-        return bool(deleted)
+        return int(reply[1])
 
     def restore(
         self, record: Mapping[str, Any], audit_entries: Sequence[Mapping[str, Any]]

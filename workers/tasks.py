@@ -134,7 +134,7 @@ def register_tasks(app: Celery) -> None:
 
     @app.task(name=WEBHOOK_DELETION_TASK, **webhook_task)
     def deliver_deletion_webhook(
-        self: Task, comment_id: str, post_id: str, reason: str, event_id: str
+        self: Task, comment_id: str, post_id: str, reason: str, event_id: str, after: int = 0
     ) -> str:
         """POST a signed comment.deleted event (ids and reason only); retried with backoff."""
         store = runtime_for(app).store
@@ -143,7 +143,9 @@ def register_tasks(app: Celery) -> None:
             self,
             DELETED,
             comment_id,
-            lambda: deliver_deletion(store, url, secret, comment_id, post_id, reason, event_id),
+            lambda: deliver_deletion(
+                store, url, secret, comment_id, post_id, reason, event_id, after=after
+            ),
         )
 
     @app.task(
@@ -160,8 +162,8 @@ def register_tasks(app: Celery) -> None:
             runtime.store,
             rejected_days=settings.retention_rejected_days,
             audit_days=settings.retention_audit_days,
-            on_deleted=lambda comment_id, post_id: notify_deletion(
-                app, runtime, comment_id, post_id, "expired"
+            on_deleted=lambda comment_id, post_id, changes: notify_deletion(
+                app, runtime, comment_id, post_id, "expired", changes
             ),
         )
 
@@ -286,15 +288,16 @@ def notify_decision(app: Celery, runtime: Runtime, comment_id: str) -> None:
 
 
 def notify_deletion(
-    app: Celery, runtime: Runtime, comment_id: str, post_id: str, reason: str
+    app: Celery, runtime: Runtime, comment_id: str, post_id: str, reason: str, after: int
 ) -> None:
-    """Queue a comment.deleted event (ids and reason only), when a webhook is configured."""
+    """Queue a comment.deleted event (ids, reason, and ``after``: the number of the comment's
+    last change, so a site ignores decision events up to it), when a webhook is configured."""
     if reason not in DELETION_REASONS:
         raise ValueError(f"unknown deletion reason {reason!r}")
     if runtime.settings.webhook_url:
         app.send_task(
             WEBHOOK_DELETION_TASK,
-            args=[comment_id, post_id, reason, deletion_event_id(comment_id)],
+            args=[comment_id, post_id, reason, deletion_event_id(comment_id), after],
         )
 
 

@@ -72,13 +72,18 @@ def event_payload(record: dict[str, Any], event_id: str) -> dict[str, Any]:
     }
 
 
-def deletion_payload(comment_id: str, post_id: str, reason: str, event_id: str) -> dict[str, Any]:
-    """Build a deletion event: the comment's and post's ids and why, nothing of its content."""
+def deletion_payload(
+    comment_id: str, post_id: str, reason: str, event_id: str, after: int = 0
+) -> dict[str, Any]:
+    """Build a deletion event: the comment's and post's ids, why, and ``after``, the number of
+    the comment's last change before it (decision events carry theirs as ``<id>.<n>``);
+    nothing of its content."""
     return {
         "id": event_id,
         "type": DELETED,
         "comment": {"id": comment_id, "post_id": post_id or None},
         "reason": reason,
+        "after": after,
     }
 
 
@@ -117,12 +122,13 @@ def deliver_deletion(
     reason: str,
     event_id: str,
     *,
+    after: int = 0,
     deadline: float = DEADLINE_SECONDS,
 ) -> str:
     """POST a deletion event once: "sent", "already_sent" or "refused:<status>"; raise to retry."""
     if store.webhook_sent(comment_id, event_id):
         return "already_sent"
-    payload = deletion_payload(comment_id, post_id, reason, event_id)
+    payload = deletion_payload(comment_id, post_id, reason, event_id, after)
     return _send(store, url, secret, comment_id, event_id, payload, deadline)
 
 
