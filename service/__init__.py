@@ -35,6 +35,14 @@ def services() -> Services:
     return found
 
 
+_ACCEPTED = frozenset({202, 303, 409})  # stored, or a duplicate of a stored comment
+
+
+def accepted_submission(response: Response) -> bool:
+    """Return True when a submission's answer means it was accepted."""
+    return response.status_code in _ACCEPTED
+
+
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Flask:
     """Build the Flask app; settings default to the environment (read here, once)."""
     settings = (settings or Settings.from_env()).check()
@@ -66,19 +74,18 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     from service.privacy import bp as privacy_bp
 
     limiter = install_abuse_protection(app, settings)
-    for limit, key in (
-        (settings.rate_limit_ip, client_key),
-        (settings.rate_limit_author, author_key),
+    # Per client: every attempt counts, refused ones too, atomically as it arrives (counting
+    # after the request let 20 concurrent posts through a 2/minute limit).
+    # Per author: only accepted submissions count. The address is unverified, so counting
+    # refused posts let anyone lock a reader out by posting empty comments with their address;
+    # the check-then-count race this allows is bounded by the per-client limit.
+    for limit, key, counts in (
+        (settings.rate_limit_ip, client_key, None),
+        (settings.rate_limit_author, author_key, accepted_submission),
     ):
         if limit:
             limiter.limit(
-                limit,
-                key_func=key,
-                methods=["POST"],
-                exempt_when=is_moderator,
-                # Every attempt counts, refused ones too: counting only accepted posts meant
-                # checking before and counting after the request, so concurrent posts all
-                # passed the check (20 at once got through a 2/minute limit).
+                limit, key_func=key, methods=["POST"], exempt_when=is_moderator, deduct_when=counts
             )(comments_bp)
     for blueprint in (moderation_bp, privacy_bp, health_bp, demo_bp, openapi_bp):
         limiter.exempt(blueprint)

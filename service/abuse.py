@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 from flask import Flask, request
@@ -16,10 +17,27 @@ from workers.store import RATE_LIMIT_PREFIX
 
 
 def client_key() -> str:
-    """Rate-limit key for the client IP: a keyed digest, so no full IP is ever stored."""
+    """Rate-limit key for the client IP: a keyed digest, so no full IP is ever stored.
+
+    An IPv6 client is keyed by its /64: one host is usually given a whole /64, so keying by
+    full address let it post from 2^64 addresses, each with a fresh limit."""
     from service import services
 
-    return "ip:" + ip_digest(request.remote_addr or "unknown", services().settings.email_hmac_key)
+    key = services().settings.email_hmac_key
+    return "ip:" + ip_digest(client_network(request.remote_addr), key)
+
+
+def client_network(address: str | None) -> str:
+    """Return what a client is limited as: its IPv4 address, or its IPv6 /64 network."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def author_key() -> str:

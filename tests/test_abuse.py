@@ -275,6 +275,51 @@ def test_a_rate_limit_holds_against_concurrent_posts(
     assert codes == [202, 202] + [429] * 18
 
 
+def test_an_ipv6_client_is_limited_by_its_64_not_by_each_address(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    client = client_for(settings, rate_limit_ip="3/minute", rate_limit_author="")
+    codes = [
+        client.post(
+            "/api/v1/comments",
+            json={**FORM, "email": f"v6{n}@example.com", "comment": f"From v6 {n}"},
+            environ_base={"REMOTE_ADDR": f"2001:db8:1:2::{n + 1:x}"},
+        ).status_code
+        for n in range(4)
+    ]
+    assert codes == [202, 202, 202, 429]
+    elsewhere = client.post(
+        "/api/v1/comments",
+        json={**FORM, "email": "v6other@example.com", "comment": "Another network"},
+        environ_base={"REMOTE_ADDR": "2001:db8:1:3::1"},
+    )
+    assert elsewhere.status_code == 202
+
+
+def test_nobody_can_lock_a_reader_out_by_posting_refused_comments_with_their_address(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """The address is unverified: refused posts must not use up its author limit."""
+    client = client_for(settings, rate_limit_ip="1000/minute", rate_limit_author="2/minute")
+    attacker = {"REMOTE_ADDR": "203.0.113.200"}
+    for _ in range(10):
+        refused = client.post(
+            "/api/v1/comments", json={**FORM, "comment": ""}, environ_base=attacker
+        )
+        assert refused.status_code == 422
+    reader = {"REMOTE_ADDR": "198.51.100.10"}
+    mine = client.post("/api/v1/comments", json=FORM, environ_base=reader)
+    assert mine.status_code == 202
+    # Accepted comments still count against the author.
+    codes = [
+        client.post(
+            "/api/v1/comments", json={**FORM, "comment": f"More {n}"}, environ_base=reader
+        ).status_code
+        for n in range(2)
+    ]
+    assert codes == [202, 429]
+
+
 def test_refused_and_duplicate_submissions_count_too(
     settings: Settings, redis: redis_lib.Redis
 ) -> None:
