@@ -454,12 +454,8 @@ def test_erasing_a_reader_sends_a_comment_deleted_event_per_comment(
         assert_only_ids(event)
 
 
-def test_a_rejected_comment_expiring_sends_a_comment_deleted_event(
-    receiver: Receiver, settings: Settings, broker: redis_lib.Redis
-) -> None:
-    hook = hooked(settings, receiver.url("/status/200")).with_overrides(
-        retention_rejected_days=1e-6
-    )
+def rejected_comment_past_retention(hook: Settings) -> str:
+    """Store a comment, reject it, and wait past a retention period of 86 ms (1e-6 days)."""
     store = Runtime(hook).store
     comment_id = stored_comment(hook)
     store.transition(
@@ -469,7 +465,17 @@ def test_a_rejected_comment_expiring_sends_a_comment_deleted_event(
         fields={"state": "moderated"},
         audit={"actor": "t", "action": "reject"},
     )
-    time.sleep(0.1)  # older than the retention period (86 ms)
+    time.sleep(0.1)
+    return comment_id
+
+
+def test_a_rejected_comment_expiring_sends_a_comment_deleted_event(
+    receiver: Receiver, settings: Settings, broker: redis_lib.Redis
+) -> None:
+    hook = hooked(settings, receiver.url("/status/200")).with_overrides(
+        retention_rejected_days=1e-6
+    )
+    comment_id = rejected_comment_past_retention(hook)
     purged = create_celery(hook).tasks[PURGE_TASK].apply().get()
     assert purged["comments_deleted"] == 1
     (event,) = deliver_queued(hook, broker, receiver)
@@ -490,16 +496,7 @@ def test_the_operators_manual_purge_sends_the_same_events(
     from service.cli import main as admin
 
     hook = hooked(settings, receiver.url("/status/200"))
-    store = Runtime(hook).store
-    comment_id = stored_comment(hook)
-    store.transition(
-        store.get(comment_id),
-        "rejected",
-        allowed_states=None,
-        fields={"state": "moderated"},
-        audit={"actor": "t", "action": "reject"},
-    )
-    time.sleep(0.1)
+    comment_id = rejected_comment_past_retention(hook)
     env = {
         **settings_values,
         "MODERATION_REDIS_URL": hook.redis_url,
