@@ -97,13 +97,14 @@ def erase_by_email(
             if on_deleted is not None:
                 on_deleted(record["id"], str(record.get("post_id") or ""), changes)
     # Comments a moderator deleted are no longer indexed by author, but an undo entry still
-    # holds each whole record: those, and every audit entry about them, go as well.
-    gone = set(ids) | store.deleted_comment_ids_by_author(digest)
-    for old in legacy:
+    # holds each whole record: those, and every audit entry about them, go as well (checked
+    # like the stored comments, see _records_by).
+    gone = set(ids)
+    for lookup in (digest, *legacy):
         gone |= {
             i
-            for i, enc in store.deleted_comment_emails_by_author(old).items()
-            if _same_address(vault, enc, email, unreadable=False)
+            for i, enc in store.deleted_comment_emails_by_author(lookup).items()
+            if _same_address(vault, enc, email, unreadable=lookup == digest)
         }
     # Audit entries may hold moderators' notes about the reader: they go too, and one entry
     # records the erasure itself (opaque ids only).

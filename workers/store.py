@@ -471,7 +471,7 @@ class CommentStore:
         With ``expect=(field, value)`` the move applies only while the field holds that value
         (undo uses it, so it never overwrites a later decision); ``allowed_states`` is then
         ignored."""
-        guard = f"@{expect[0]}={expect[1]}" if expect else allowed_states
+        guard = f"@{expect[0]}={expect[1]}" if expect else _state_guard(allowed_states)
         keys, argv = self._transition_call(comment, queue, guard, fields, label_it, audit)
         return _transition_result(self._transition(keys=keys, args=argv))
 
@@ -482,7 +482,12 @@ class CommentStore:
         pipe = self.redis.pipeline(transaction=False)
         for move in moves:
             keys, argv = self._transition_call(
-                move.comment, move.queue, move.allowed_states, move.fields, False, move.audit
+                move.comment,
+                move.queue,
+                _state_guard(move.allowed_states),
+                move.fields,
+                False,
+                move.audit,
             )
             self._transition(keys=keys, args=argv, client=pipe)
         return [_transition_result(reply) for reply in pipe.execute()]
@@ -491,7 +496,7 @@ class CommentStore:
         self,
         comment: Mapping[str, Any],
         queue: str,
-        allowed_states: Iterable[str] | str | None,
+        guard: str,
         fields: Mapping[str, Any],
         label_it: bool,
         audit: Mapping[str, Any] | None,
@@ -502,11 +507,7 @@ class CommentStore:
         now = now_us()
         values: dict[str, Any] = {**fields, "status": public_status(queue)}
         argv: list[Any] = [
-            allowed_states
-            if isinstance(allowed_states, str)
-            else ",".join(allowed_states)
-            if allowed_states is not None
-            else "*",
+            guard,
             queue,
             comment_id,
             "1" if label_it else "0",
@@ -775,7 +776,10 @@ class CommentStore:
         return json.loads(raw) if raw else None
 
     def deleted_comment_emails_by_author(self, digest: str) -> dict[str, str]:
-        """Return {id: encrypted email} of an author's deleted comments kept for undo."""
+        """Return {id: encrypted email} of an author's deleted comments kept for undo.
+
+        A deleted comment has left the author index, but the undo stack holds its whole
+        record (encrypted email included) until it expires; erasure must find it there."""
         found: dict[str, str] = {}
         for key in self.redis.scan_iter(f"{PREFIX}undo:*", count=500):
             for raw in self.redis.lrange(key, 0, -1):
@@ -808,13 +812,6 @@ class CommentStore:
         except redis.exceptions.ResponseError:
             return "busy"
         return "started"
-
-    def deleted_comment_ids_by_author(self, digest: str) -> set[str]:
-        """Return ids of an author's deleted comments still kept for undo (for erasure).
-
-        A deleted comment has left the author index, but the undo stack holds its whole
-        record (encrypted email included) until it expires."""
-        return set(self.deleted_comment_emails_by_author(digest))
 
     def drop_undo_entries(self, comment_ids: set[str]) -> int:
         """Remove undo entries that mention any of comment_ids (for erasure); return count."""
@@ -876,6 +873,11 @@ class CommentStore:
         for start in range(0, len(doomed), 1000):
             self.redis.xdel(audit_stream_key(), *doomed[start : start + 1000])
         return len(doomed)
+
+
+def _state_guard(allowed_states: Iterable[str] | None) -> str:
+    """Return the transition script's state check: "*" (any state) or the allowed states."""
+    return "*" if allowed_states is None else ",".join(allowed_states)
 
 
 def _undo_steps(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
