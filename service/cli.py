@@ -7,11 +7,10 @@ import json
 import click
 
 from workers.celery_app import create_celery
-from workers.erasure import purge_expired
 from workers.moderation import ROLES, create_token, revoke_tokens
 from workers.runtime import Runtime
 from workers.settings import ConfigError, Settings
-from workers.tasks import notify_deletion
+from workers.tasks import apply_retention
 
 
 def _runtime() -> Runtime:
@@ -61,17 +60,7 @@ def tokens_revoke(name: str) -> None:
 def purge() -> None:
     """Apply the retention periods now (the beat scheduler also runs this hourly)."""
     runtime = _runtime()
-    celery = create_celery(runtime.settings)
-    report = purge_expired(
-        runtime.store,
-        rejected_days=runtime.settings.retention_rejected_days,
-        audit_days=runtime.settings.retention_audit_days,
-        # Like the hourly task: a site mirroring comments hears of each one removed.
-        on_deleted=lambda comment_id, post_id, changes: notify_deletion(
-            celery, runtime, comment_id, post_id, "expired", changes
-        ),
-    )
-    click.echo(json.dumps(report))
+    click.echo(json.dumps(apply_retention(create_celery(runtime.settings), runtime)))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from service import services
 from service.auth import current_moderator, require_role
 from service.errors import problem
 from workers.erasure import erase_by_email, export_by_email
-from workers.tasks import notify_deletion
+from workers.tasks import deletion_notifier
 
 bp = Blueprint("privacy", __name__, url_prefix="/api/v1/privacy")
 
@@ -72,8 +72,6 @@ def erase() -> Response:
         email,
         actor,
         # A site mirroring published comments hears of each one, by id only.
-        on_deleted=lambda comment_id, post_id, changes: notify_deletion(
-            svc.celery, svc.runtime, comment_id, post_id, "erased", changes
-        ),
+        on_deleted=deletion_notifier(svc.celery, svc.runtime, "erased"),
     )
     return Response(json.dumps(report.to_dict()), mimetype="application/json")

@@ -22,6 +22,7 @@ from workers.celery_app import (
     WEBHOOK_DELETION_TASK,
     WEBHOOK_TASK,
 )
+from workers.erasure import OnDeleted
 from workers.erasure import purge_expired as purge
 from workers.logs import request_id_bound
 from workers.metrics import SCORING_FAILURES, WEBHOOK_DELIVERIES
@@ -157,15 +158,7 @@ def register_tasks(app: Celery) -> None:
     )
     def purge_expired() -> dict[str, int]:
         """Apply the retention periods to rejected comments and audit entries."""
-        runtime = runtime_for(app)
-        return purge(
-            runtime.store,
-            rejected_days=settings.retention_rejected_days,
-            audit_days=settings.retention_audit_days,
-            on_deleted=lambda comment_id, post_id, changes: notify_deletion(
-                app, runtime, comment_id, post_id, "expired", changes
-            ),
-        )
+        return apply_retention(app, runtime_for(app))
 
 
 def attempt_webhook(task: Task, event: str, comment_id: str, send: Callable[[], str]) -> str:
@@ -299,6 +292,26 @@ def notify_deletion(
             WEBHOOK_DELETION_TASK,
             args=[comment_id, post_id, reason, deletion_event_id(comment_id), after],
         )
+
+
+def deletion_notifier(app: Celery, runtime: Runtime, reason: str) -> OnDeleted:
+    """Return the erasure/retention callback that queues each removed comment's event."""
+
+    def notify(comment_id: str, post_id: str, changes: int) -> None:
+        notify_deletion(app, runtime, comment_id, post_id, reason, changes)
+
+    return notify
+
+
+def apply_retention(app: Celery, runtime: Runtime) -> dict[str, int]:
+    """Delete rejected comments and audit entries past their retention periods, telling a
+    site that mirrors comments of each one removed (the hourly task and the admin CLI)."""
+    return purge(
+        runtime.store,
+        rejected_days=runtime.settings.retention_rejected_days,
+        audit_days=runtime.settings.retention_audit_days,
+        on_deleted=deletion_notifier(app, runtime, "expired"),
+    )
 
 
 def sweep(app: Celery, runtime: Runtime) -> int:
