@@ -35,14 +35,6 @@ def services() -> Services:
     return found
 
 
-_ACCEPTED = frozenset({202, 303, 409})  # stored, or a duplicate of a stored comment
-
-
-def accepted_submission(response: Response) -> bool:
-    """Return True when a submission's answer means it was accepted."""
-    return response.status_code in _ACCEPTED
-
-
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Flask:
     """Build the Flask app; settings default to the environment (read here, once)."""
     settings = (settings or Settings.from_env()).check()
@@ -63,7 +55,13 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         settings=settings, runtime=runtime, celery=create_celery(settings)
     )
 
-    from service.abuse import author_key, client_key, install_abuse_protection, is_moderator
+    from service.abuse import (
+        accepted_submission,
+        author_key,
+        client_key,
+        install_abuse_protection,
+        is_moderator,
+    )
     from service.comments import bp as comments_bp
     from service.comments import demo as demo_bp
     from service.errors import register_error_handlers

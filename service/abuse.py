@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask_cors import CORS
 from flask_limiter import Limiter
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -56,6 +56,14 @@ def author_key() -> str:
     if not isinstance(email, str) or "@" not in email or len(email) > 254:
         return client_key()
     return "author:" + services().runtime.vault.digest(email)
+
+
+_ACCEPTED = frozenset({202, 303, 409})  # stored, or a duplicate of a stored comment
+
+
+def accepted_submission(response: Response) -> bool:
+    """Return True when a submission's answer means it was accepted (the author limit)."""
+    return response.status_code in _ACCEPTED
 
 
 def is_moderator() -> bool:
