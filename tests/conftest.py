@@ -200,20 +200,19 @@ class WorkerProcess:
             self.process = self._spawn(log)
         return self
 
+    def _command(self) -> list[str]:
+        return [
+            "worker",
+            "--concurrency",
+            str(self.concurrency),
+            "--beat",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+
     def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workers",
-                "worker",
-                "--concurrency",
-                str(self.concurrency),
-                "--beat",
-                "--without-gossip",
-                "--without-mingle",
-                *self.extra_args,
-            ],
+            [sys.executable, "-m", "workers", *self._command(), *self.extra_args],
             env=self.env,
             cwd=ROOT,
             stdout=log,
@@ -369,22 +368,5 @@ def stack_factory(
 class WebhookWorkerProcess(WorkerProcess):
     """A real `python -m workers webhooks` process (the webhook deliveries' own worker)."""
 
-    def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workers",
-                "webhooks",
-                "--hostname",
-                "webhooks@%h",
-                "--without-gossip",
-                "--without-mingle",
-                *self.extra_args,
-            ],
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    def _command(self) -> list[str]:
+        return ["webhooks", "--hostname", "webhooks@%h", "--without-gossip", "--without-mingle"]
