@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from workers.embedded_redis import EmbeddedRedis
+from workers.embedded_redis import EmbeddedRedis, free_port
 from workers.privacy import generate_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,14 +66,6 @@ def port_problem(host: str, port: int, variable: str) -> str | None:
                 f"set {variable} to a free port, e.g. {variable}={port + 1} make run"
             )
     return None
-
-
-def free_port(host: str) -> int:
-    """Return a TCP port on host that is free right now."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.bind((host.strip("[]"), 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def worker_metrics_port(env: dict[str, str]) -> tuple[int | None, str]:

@@ -34,10 +34,11 @@ def find_redis_server() -> str:
     return str(binary)
 
 
-def free_port() -> int:
-    """Return a TCP port on loopback that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on host (loopback by default) that is free right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host.strip("[]"), 0))
         return int(sock.getsockname()[1])
 
 
