@@ -30,7 +30,8 @@ BUNDLE_KEYS = frozenset(
     }
 )
 # SHA-256 of the metadata itself (every key but this one, in canonical JSON). Artifacts saved
-# before it existed lack it and still load; when present it must match, so a hand-edited threshold or config is refused like a modified model file.
+# before it existed lack it and still load; when present it must match, so a hand-edited
+# threshold or config is refused like a modified model file.
 METADATA_HASH_KEY = "metadata_sha256"
 THRESHOLD_KEYS = frozenset({"spam_reject", "spam_hold", "toxic_hold"})
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
