@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -218,6 +219,47 @@ def test_a_hung_or_trickling_site_holds_a_delivery_no_longer_than_its_deadline(
         post_signed(receiver.url(f"/{behaviour}"), SECRET, b"{}", deadline=0.5)
     assert time.monotonic() - started < 1.5
     assert len(receiver.requests) == 1  # the site did get the POST; it just never finished
+
+
+def test_a_resolver_that_never_answers_holds_a_delivery_no_longer_than_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """http.client's own look-up has no timeout: a hung DNS server held it for tens of seconds."""
+    release = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def hung_for_one_host(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "hooks.example.test":
+            release.wait(30)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung_for_one_host)
+    started = time.monotonic()
+    try:
+        with pytest.raises(WebhookError, match=r"no complete answer within 0\.5 s"):
+            post_signed("http://hooks.example.test/hook", SECRET, b"{}", deadline=0.5)
+        assert time.monotonic() - started < 1.5
+    finally:
+        release.set()
+
+
+def test_a_site_named_by_host_name_is_looked_up_and_receives_the_event(
+    receiver: Receiver,
+) -> None:
+    url = receiver.url("/status/204").replace("127.0.0.1", "localhost")
+    assert post_signed(url, SECRET, b"{}", deadline=5) == 204
+    assert [path for path, _, _ in receiver.requests] == ["/status/204"]
+
+
+def test_a_host_name_that_does_not_resolve_is_worth_retrying(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def unknown(host: Any, *args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)
+    with pytest.raises(WebhookError, match="gaierror"):
+        post_signed("http://no-such-host.invalid/hook", SECRET, b"{}", deadline=2)
 
 
 def test_a_huge_answer_is_not_read_only_its_status_counts(

@@ -165,6 +165,13 @@ def post_signed(url: str, secret: str, body: bytes, *, deadline: float = DEADLIN
         http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     )
     connection = connection_class(host, port, timeout=deadline)
+    # http.client looks the host up with a plain getaddrinfo, which a resolver that never
+    # answers holds for its own timeouts (tens of seconds), before any socket or deadline exists.
+    # Its connection factory is the hook for connecting (HTTP and HTTPS alike, the TLS name
+    # unchanged): look up within the deadline, then connect to the addresses found.
+    setattr(  # noqa: B010  # a private attribute typeshed does not declare
+        connection, "_create_connection", _DeadlineConnector(time.monotonic() + deadline)
+    )
     # Socket timeouts bound each read, not a response: a site trickling a byte at a time would
     # hold the delivery for as long as it likes. The watchdog closes the socket at the deadline.
     watchdog = _Watchdog(connection, deadline)
@@ -208,6 +215,48 @@ def post_signed(url: str, secret: str, body: bytes, *, deadline: float = DEADLIN
     if not 200 <= status < 300:
         raise WebhookError(f"receiver answered {status}")
     return status
+
+
+class _DeadlineConnector:
+    """``socket.create_connection`` whose host look-up ends by a deadline.
+
+    The look-up runs on a daemon thread; one the resolver never answers is left to end on its
+    own while the delivery fails (and is retried) in time.
+    """
+
+    def __init__(self, ends_at: float) -> None:
+        self.ends_at = ends_at
+
+    def __call__(
+        self,
+        address: tuple[str, int],
+        timeout: float | None = None,
+        source_address: tuple[str, int] | None = None,
+    ) -> socket.socket:
+        host, port = address
+        found: list[Any] = []
+        failed: list[OSError] = []
+
+        def look_up() -> None:
+            try:
+                found.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            except OSError as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=look_up, name="webhook-dns", daemon=True)
+        thread.start()
+        thread.join(max(0.0, self.ends_at - time.monotonic()))
+        if thread.is_alive():
+            raise TimeoutError(f"no address for {host} in time")
+        if failed:
+            raise failed[0]
+        error: OSError = OSError(f"no address for {host}")
+        for _family, _type, _proto, _name, sockaddr in found:
+            try:  # an IP literal: create_connection's own look-up returns at once
+                return socket.create_connection(sockaddr[:2], timeout, source_address)
+            except OSError as exc:
+                error = exc
+        raise error
 
 
 class _Watchdog:
