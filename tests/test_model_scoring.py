@@ -6,6 +6,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -241,6 +242,21 @@ def test_numbers_and_prices_count_by_their_shape() -> None:
     assert "xnum12x" in long.labels  # lengths are capped…
     many = hasher.occurrences(["$" * 3000], with_labels=True)
     assert many.tokens.count("xcurx") == MAX_PATTERN_TOKENS  # …and so is their number
+
+
+def test_word_phrases_of_up_to_three_words_stay_inside_one_comment() -> None:
+    """Word 1-3-grams: "check out my" is one feature, and no phrase spans two comments."""
+    from model.features import NgramHasher
+
+    hasher = NgramHasher(word_ngrams=(1, 3))
+    occ = hasher.occurrences(["check out my channel", "great piece"], with_labels=True)
+    is_word = occ.col < hasher.word_features  # character n-gram columns come after
+    phrases = {occ.labels[i] for i in occ.origin[is_word].tolist()}
+    assert {"check out my", "out my channel", "great piece"} <= phrases
+    assert not any("channel great" in p for p in phrases)
+    assert np.bincount(occ.doc[is_word]).tolist() == [4 + 3 + 2, 2 + 1]
+    bigrams_only = NgramHasher(word_ngrams=(1, 2)).occurrences(["check out my channel"])
+    assert set(bigrams_only.col.tolist()) < set(occ.col[occ.doc == 0].tolist())
 
 
 def test_a_phone_number_is_named_as_a_spam_reason(classifier: Classifier) -> None:
