@@ -243,6 +243,29 @@ def test_a_resolver_that_never_answers_holds_a_delivery_no_longer_than_its_deadl
         release.set()
 
 
+def test_a_host_with_several_unreachable_addresses_fails_within_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each address gets only what is left of the deadline, not a full timeout of its own."""
+    addresses = [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"192.0.2.{i}", 80)) for i in (1, 2, 3)
+    ]
+    tried: list[tuple[Any, float]] = []
+
+    def black_hole(address: Any, timeout: float, *args: Any) -> socket.socket:
+        tried.append((address, timeout))
+        time.sleep(timeout)  # a SYN that nobody answers
+        raise TimeoutError
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: addresses)
+    monkeypatch.setattr(socket, "create_connection", black_hole)
+    started = time.monotonic()
+    with pytest.raises(WebhookError, match=r"no complete answer within 0\.5 s"):
+        post_signed("http://hooks.example.test/hook", SECRET, b"{}", deadline=0.5)
+    assert time.monotonic() - started < 0.9  # three full timeouts would be 1.5 s
+    assert tried[0][0] == ("192.0.2.1", 80)
+
+
 def test_a_site_named_by_host_name_is_looked_up_and_receives_the_event(
     receiver: Receiver,
 ) -> None:

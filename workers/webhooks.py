@@ -252,8 +252,12 @@ class _DeadlineConnector:
             raise failed[0]
         error: OSError = OSError(f"no address for {host}")
         for _family, _type, _proto, _name, sockaddr in found:
+            left = self.ends_at - time.monotonic()
+            if left <= 0:  # a host with several unreachable addresses: each try takes time
+                raise TimeoutError(f"no connection to {host} in time")
+            wait = left if timeout is None else min(timeout, left)
             try:  # an IP literal: create_connection's own look-up returns at once
-                return socket.create_connection(sockaddr[:2], timeout, source_address)
+                return socket.create_connection(sockaddr[:2], wait, source_address)
             except OSError as exc:
                 error = exc
         raise error
