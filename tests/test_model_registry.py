@@ -139,6 +139,18 @@ def test_scikit_learn_version_mismatch_fails_clearly(small_artifact: Path, tmp_p
         load_classifier(folder)
 
 
+def test_an_artifact_of_older_feature_code_is_refused_clearly(
+    small_artifact: Path, tmp_path: Path
+) -> None:
+    """Its coefficients index other hash buckets (v6 had no word trigrams): never score with it."""
+    from model.features import FEATURES_VERSION
+
+    folder = _copy(small_artifact, tmp_path)
+    _edit_metadata(folder, features_version=FEATURES_VERSION - 1)
+    with pytest.raises(ArtifactVersionError, match=rf"features v{FEATURES_VERSION - 1} .*retrain"):
+        load_classifier(folder)
+
+
 def test_pickled_arrays_in_a_rehashed_file_are_refused(
     small_artifact: Path, tmp_path: Path
 ) -> None:
