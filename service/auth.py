@@ -16,10 +16,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def bearer_token() -> str:
-    """Return the bearer token of the request, or an empty string."""
+    """Return the bearer token of the request, or an empty string.
+
+    Tokens are printable ASCII; anything else (a WSGI server may pass a lone surrogate) cannot
+    be one and counts as no token, a 401, rather than failing to encode for the comparison.
+    """
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    token = token.strip()
+    if scheme.lower() != "bearer" or not (token.isascii() and token.isprintable()):
+        return ""
+    return token
 
 
 def current_moderator() -> Moderator | None:
