@@ -253,7 +253,8 @@ def _ngram_reasons(
     for word in lex_words:  # the lexicon columns fire because of these words
         credit[word] = credit.get(word, 0.0) + lex_contrib / len(lex_words)
     for gram, weight in zip(occ.labels, per_origin.tolist(), strict=True):
-        gram = _EDGE_PUNCT_RE.sub("", gram)  # character n-grams come from whole words
+        if not (gram[:1].isalnum() and gram[-1:].isalnum()):  # most are plain: skip the regex
+            gram = _EDGE_PUNCT_RE.sub("", gram)  # character n-grams come from whole words
         if gram:
             credit[gram] = credit.get(gram, 0.0) + weight
     ranked = sorted(credit.items(), key=lambda kv: kv[1], reverse=True)
