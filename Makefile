@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA ?= ../shared/data
 PYTEST_ARGS ?=
 
-.PHONY: run test install lint typecheck model bench bench-quality bench-model bench-service clean
+.PHONY: run test install lint typecheck model bench bench-quality bench-model bench-model-compare bench-service clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench-quality: $(VENV)/.installed-bench
 
 bench-model: $(VENV)/.installed-bench
 	$(PY) bench/model_speed.py --data $(DATA)
+
+## Scoring speed of this tree against another commit, alternating in one run (AGAINST=<commit>).
+bench-model-compare: $(VENV)/.installed-bench
+	$(PY) bench/model_compare.py --data $(DATA) --against $(AGAINST)
 # --- end model targets ------------------------------------------------------------------
 
 ## Service speed: intake vs a bare Flask ceiling (wrk), end to end, decisions/s, cost growth.

@@ -1,0 +1,148 @@
+"""Scoring speed of this tree's model against another commit's, measured in the same run.
+
+The machines are shared and their speed drifts by 2-4x within an hour, so a change to the
+features is judged by alternating the two code trees (each with its own bundled artifact) in
+fresh interpreters on the same comments, and comparing medians. The other commit is checked
+out with ``git worktree`` into a temporary folder and removed afterwards.
+
+Writes bench/results/model_compare.json and model_compare.md.
+Run: .venv/bin/python bench/model_compare.py --data ../shared/data --against <commit>
+     (or `make bench-model-compare AGAINST=<commit>`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+GIT = shutil.which("git") or "git"
+
+# Run inside a fresh interpreter with the tree to measure first on sys.path.
+PROBE = """
+import json, random, sys, time
+sys.path.insert(0, {tree!r})
+from pathlib import Path
+import numpy as np
+from model.datasets import load_rows
+from model.registry import bundled_artifacts_dir, load_classifier, newest_artifact
+rows = load_rows(Path({data!r}), ["youtube", "sms", "olid", "kaggle_insults", "jigsaw"])
+texts = [r.text for r in random.Random(0).sample(rows, {comments})]
+artifact = newest_artifact(bundled_artifacts_dir())
+clf = load_classifier(artifact)
+clf.score_batch(texts[:100])
+runs = []
+for _ in range(3):
+    start = time.perf_counter()
+    for i in range(0, len(texts), 1000):
+        clf.score_batch(texts[i : i + 1000])
+    runs.append((time.perf_counter() - start) / len(texts) * 1e6)
+single = []
+for t in texts[:1000]:
+    start = time.perf_counter()
+    clf.score(t)
+    single.append(time.perf_counter() - start)
+print(json.dumps({{
+    "artifact": artifact.name,
+    "batch_us": float(np.median(runs)),
+    "single_p50_ms": float(np.median(single) * 1000),
+}}))
+"""
+
+
+def measure(tree: Path, data: Path, comments: int) -> dict[str, Any]:
+    code = PROBE.format(tree=str(tree), data=str(data), comments=comments)
+    out = subprocess.run(  # noqa: S603  # our own interpreter and probe
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tree
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--against", required=True, help="The commit to compare with.")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--comments", type=int, default=3000)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    data = args.data.resolve()
+    commit = subprocess.run(  # noqa: S603  # git, with our arguments
+        [GIT, "rev-parse", "--short", args.against],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="model-compare-") as tmp:
+        other = Path(tmp) / commit
+        subprocess.run(  # noqa: S603  # git, with our arguments
+            [GIT, "worktree", "add", "--detach", "--quiet", str(other), commit],
+            check=True,
+            cwd=ROOT,
+        )
+        try:
+            runs: dict[str, list[dict[str, Any]]] = {"this": [], "other": []}
+            for _ in range(args.rounds):  # alternate, so drift hits both alike
+                runs["other"].append(measure(other, data, args.comments))
+                runs["this"].append(measure(ROOT, data, args.comments))
+        finally:
+            subprocess.run(  # noqa: S603  # git, with our arguments
+                [GIT, "worktree", "remove", "--force", str(other)], check=False, cwd=ROOT
+            )
+    summary = {
+        side: {
+            "artifact": found[0]["artifact"],
+            "batch_us": float(np.median([r["batch_us"] for r in found])),
+            "single_p50_ms": float(np.median([r["single_p50_ms"] for r in found])),
+        }
+        for side, found in runs.items()
+    }
+    report = {
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+        "against": commit,
+        "rounds": args.rounds,
+        "comments": args.comments,
+        "median": summary,
+        "ratio_this_over_other": {
+            key: summary["this"][key] / summary["other"][key]
+            for key in ("batch_us", "single_p50_ms")
+        },
+        "runs": runs,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "model_compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    this, other_s = summary["this"], summary["other"]
+    ratio = report["ratio_this_over_other"]
+    lines = [
+        "# Model scoring speed: this tree against another commit",
+        "",
+        f"Against `{commit}`; {args.rounds} alternating rounds in fresh interpreters, "
+        f"{args.comments} comments, medians. Machine: {report['machine']}.",
+        "",
+        "| measure | this tree | other commit | this / other |",
+        "|---|---|---|---|",
+        f"| artifact | `{this['artifact']}` | `{other_s['artifact']}` | |",
+        f"| batch, per comment | {this['batch_us']:.1f} µs | {other_s['batch_us']:.1f} µs "
+        f"| {ratio['batch_us']:.2f} |",
+        f"| single comment p50 | {this['single_p50_ms']:.3f} ms "
+        f"| {other_s['single_p50_ms']:.3f} ms | {ratio['single_p50_ms']:.2f} |",
+        "",
+    ]
+    (args.out / "model_compare.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
