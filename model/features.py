@@ -28,7 +28,8 @@ _TOKEN_RE = re.compile(r"\w+")
 # adds ``xnum<length>x`` (length capped at 12) and a currency sign adds ``xcurx``, at most
 # MAX_PATTERN_TOKENS a comment (3,000 "$" would otherwise hash an 18,000-character segment).
 # A comment's pattern tokens form a second segment of it, hashed like words (unigrams, pairs
-# among themselves, character n-grams) but never paired with its words. See docs/model.md.
+# and triples among themselves, character n-grams) but never combined with its words.
+# See docs/model.md.
 _PATTERN_RE = re.compile(r"[0-9][0-9][0-9]+|[$£€¥]")  # spelled out: 2x faster than {3,}
 _PATTERN_HINT_RE = re.compile(r"[0-9$£€¥]")  # one character class: a fast scan skips most texts
 MAX_NUMBER_LENGTH = 12
@@ -172,7 +173,7 @@ class NgramHasher:
         """Return every n-gram occurrence of the (already normalised) texts."""
         lowered = [t[:MAX_CHARS].lower() for t in texts]
         # A text's pattern tokens form a second segment of it: hashed like words (unigrams,
-        # bigrams among themselves, character n-grams), never paired with the text's words.
+        # pairs and triples among themselves, character n-grams), never combined with its words.
         patterns, owner = _pattern_segments(lowered)
         segments = lowered + patterns
         per_doc = [_TOKEN_RE.findall(t) for t in segments]
