@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from prometheus_client import REGISTRY
 
 from service import create_app
 from tests.conftest import Stack, WebhookWorkerProcess, wait_for
+from workers import webhooks
 from workers.celery_app import (
     PURGE_TASK,
     WEBHOOK_DELETION_TASK,
@@ -243,27 +245,99 @@ def test_a_resolver_that_never_answers_holds_a_delivery_no_longer_than_its_deadl
         release.set()
 
 
-def test_a_host_with_several_unreachable_addresses_fails_within_the_deadline(
+def test_each_address_of_a_host_gets_only_what_is_left_of_the_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Each address gets only what is left of the deadline, not a full timeout of its own."""
+    """Three black-holed addresses once took three full timeouts (30 s for a 10 s delivery)."""
     addresses = [
         (socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"192.0.2.{i}", 80)) for i in (1, 2, 3)
     ]
     tried: list[tuple[Any, float]] = []
 
-    def black_hole(address: Any, timeout: float, *args: Any) -> socket.socket:
-        tried.append((address, timeout))
+    def slow_then_black_hole(
+        family: int, kind: int, proto: int, sockaddr: Any, timeout: float, source: Any
+    ) -> socket.socket:
+        tried.append((sockaddr, timeout))
+        if len(tried) == 1:
+            time.sleep(0.3)  # the first address refuses, late
+            raise ConnectionRefusedError
         time.sleep(timeout)  # a SYN that nobody answers
         raise TimeoutError
 
     monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: addresses)
-    monkeypatch.setattr(socket, "create_connection", black_hole)
+    monkeypatch.setattr(webhooks, "_connect", slow_then_black_hole)
     started = time.monotonic()
     with pytest.raises(WebhookError, match=r"no complete answer within 0\.5 s"):
         post_signed("http://hooks.example.test/hook", SECRET, b"{}", deadline=0.5)
-    assert time.monotonic() - started < 0.9  # three full timeouts would be 1.5 s
-    assert tried[0][0] == ("192.0.2.1", 80)
+    assert time.monotonic() - started < 0.8
+    assert [address for address, _ in tried] == [("192.0.2.1", 80), ("192.0.2.2", 80)]
+    assert tried[1][1] <= 0.5 - 0.3 + 0.05  # what was left, not a fresh 0.5 s
+
+
+def test_look_ups_a_hung_resolver_never_answers_are_capped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each timed-out attempt leaves its look-up thread behind; retries cannot pile them up."""
+    release = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def hung_for_one_host(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "hooks.example.test":
+            release.wait(30)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def pending() -> int:
+        return sum(t.name == "webhook-dns" for t in threading.enumerate())
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung_for_one_host)
+    monkeypatch.setattr(webhooks, "_PENDING_LOOKUPS", threading.BoundedSemaphore(2))
+    try:
+        for _ in range(4):
+            with pytest.raises(WebhookError):
+                post_signed("http://hooks.example.test/hook", SECRET, b"{}", deadline=0.2)
+            assert pending() <= 2
+    finally:
+        release.set()
+    wait_for(lambda: pending() == 0, timeout=5)
+
+
+def test_a_link_local_ipv6_site_is_reached_with_its_scope(receivers: Any) -> None:
+    """Connecting to a resolved address keeps the whole socket address, scope id included."""
+    link_local = (
+        [line.split() for line in Path("/proc/net/if_inet6").read_text().splitlines()]
+        if Path("/proc/net/if_inet6").exists()
+        else []
+    )
+    found = [(a, dev) for a, _, _, _, _, dev in link_local if a.startswith("fe80")]
+    if not found:
+        pytest.skip("no link-local IPv6 address on this machine")
+    raw, dev = found[0]
+    address = ":".join(raw[i : i + 4] for i in range(0, 32, 4))
+
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+        daemon_threads = True
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = Server(("::", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://[{address}%{dev}]:{server.server_address[1]}/hook"
+        assert post_signed(url, SECRET, b"{}", deadline=5) == 204
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_site_named_by_host_name_is_looked_up_and_receives_the_event(

@@ -217,11 +217,18 @@ def post_signed(url: str, secret: str, body: bytes, *, deadline: float = DEADLIN
     return status
 
 
+# Host look-ups still running after their delivery gave up (a resolver that never answers):
+# at most this many at once, so retries against a hung DNS server cannot pile up threads.
+MAX_PENDING_LOOKUPS = 16
+_PENDING_LOOKUPS = threading.BoundedSemaphore(MAX_PENDING_LOOKUPS)
+
+
 class _DeadlineConnector:
     """``socket.create_connection`` whose host look-up ends by a deadline.
 
     The look-up runs on a daemon thread; one the resolver never answers is left to end on its
-    own while the delivery fails (and is retried) in time.
+    own while the delivery fails (and is retried) in time. Each address found then gets what is
+    left of the deadline.
     """
 
     def __init__(self, ends_at: float) -> None:
@@ -234,6 +241,22 @@ class _DeadlineConnector:
         source_address: tuple[str, int] | None = None,
     ) -> socket.socket:
         host, port = address
+        errors: list[OSError] = []
+        for family, kind, proto, _name, sockaddr in self._look_up(host, port):
+            left = self.ends_at - time.monotonic()
+            if left <= 0:  # a host with several unreachable addresses: each try takes time
+                raise TimeoutError(f"no connection to {host} in time")
+            try:
+                return _connect(
+                    family, kind, proto, sockaddr, min(left, timeout or left), source_address
+                )
+            except OSError as exc:
+                errors.append(exc)
+        raise errors[0] if errors else OSError(f"no address for {host}")
+
+    def _look_up(self, host: str, port: int) -> list[Any]:
+        if not _PENDING_LOOKUPS.acquire(timeout=max(0.0, self.ends_at - time.monotonic())):
+            raise TimeoutError(f"{MAX_PENDING_LOOKUPS} host look-ups already waiting")
         found: list[Any] = []
         failed: list[OSError] = []
 
@@ -242,25 +265,44 @@ class _DeadlineConnector:
                 found.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
             except OSError as exc:
                 failed.append(exc)
+            except Exception as exc:  # UnicodeError: a label IDNA cannot encode
+                failed.append(OSError(f"cannot look up {host!r}: {exc}"))
+            finally:
+                _PENDING_LOOKUPS.release()
 
         thread = threading.Thread(target=look_up, name="webhook-dns", daemon=True)
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:
+            _PENDING_LOOKUPS.release()
+            raise
         thread.join(max(0.0, self.ends_at - time.monotonic()))
         if thread.is_alive():
             raise TimeoutError(f"no address for {host} in time")
         if failed:
             raise failed[0]
-        error: OSError = OSError(f"no address for {host}")
-        for _family, _type, _proto, _name, sockaddr in found:
-            left = self.ends_at - time.monotonic()
-            if left <= 0:  # a host with several unreachable addresses: each try takes time
-                raise TimeoutError(f"no connection to {host} in time")
-            wait = left if timeout is None else min(timeout, left)
-            try:  # an IP literal: create_connection's own look-up returns at once
-                return socket.create_connection(sockaddr[:2], wait, source_address)
-            except OSError as exc:
-                error = exc
-        raise error
+        return found
+
+
+def _connect(
+    family: int,
+    kind: int,
+    proto: int,
+    sockaddr: Any,
+    timeout: float,
+    source_address: tuple[str, int] | None,
+) -> socket.socket:
+    """Connect to one resolved address, the whole ``sockaddr`` kept (an IPv6 scope id too)."""
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.settimeout(timeout)
+        if source_address:
+            sock.bind(source_address)
+        sock.connect(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class _Watchdog:
