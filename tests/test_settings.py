@@ -20,6 +20,9 @@ from workers.settings import ConfigError, Settings
         ("MODERATION_SPAM_REJECT_THRESHOLD", "nan"),
         ("MODERATION_SPAM_HOLD_THRESHOLD", "1.5"),
         ("MODERATION_PAGE_SIZE", "ten"),
+        # A bearer token: only printable ASCII survives an HTTP header.
+        ("MODERATION_MODERATOR_TOKEN", "caf\u00e9-token"),
+        ("MODERATION_MODERATOR_TOKEN", "two words"),
     ],
 )
 def test_out_of_range_values_are_refused_naming_the_variable(variable: str, value: str) -> None:
@@ -35,6 +38,7 @@ def test_out_of_range_values_are_refused_naming_the_variable(variable: str, valu
         ("MODERATION_TASK_MAX_RETRIES", "0", "task_max_retries", 0),
         ("MODERATION_SWEEP_AFTER_SECONDS", "0.5", "sweep_after_seconds", 0.5),
         ("MODERATION_SPAM_HOLD_THRESHOLD", "", "spam_hold_threshold", None),  # the model's own
+        ("MODERATION_MODERATOR_TOKEN", "Op3r~ator/t0ken=", "moderator_token", "Op3r~ator/t0ken="),
     ],
 )
 def test_values_in_range_are_read(variable: str, value: str, field: str, expected: object) -> None:

@@ -179,6 +179,9 @@ def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
         return _parse_list(raw)
     if name == "model_dir":
         return Path(raw)
+    if name == "moderator_token" and not (raw.isascii() and raw.isprintable() and " " not in raw):
+        # It travels in an Authorization header, where only printable ASCII arrives intact.
+        raise ValueError("must be printable ASCII without spaces")
     if isinstance(default, bool):
         return _parse_bool(raw)
     if isinstance(default, int | float):
