@@ -47,7 +47,8 @@ bench-model: $(VENV)/.installed-bench
 
 ## Scoring speed of this tree against another commit, alternating in one run (AGAINST=<commit>).
 bench-model-compare: $(VENV)/.installed-bench
-	$(PY) bench/model_compare.py --data $(DATA) --against $(AGAINST)
+	@test -n "$(AGAINST)" || (echo "usage: make bench-model-compare AGAINST=<commit>" >&2; exit 2)
+	$(PY) bench/model_compare.py --data $(DATA) --against $(AGAINST) $(BENCH_ARGS)
 # --- end model targets ------------------------------------------------------------------
 
 ## Service speed: intake vs a bare Flask ceiling (wrk), end to end, decisions/s, cost growth.

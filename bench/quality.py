@@ -411,7 +411,7 @@ def markdown(report: dict[str, Any]) -> str:
         + ", ".join(
             f"{k.removeprefix('roc_auc_')} {v:.4f}"
             for k, v in yt.items()
-            if k.startswith("roc_auc_")
+            if k.startswith("roc_auc_") and not k.startswith("roc_auc_ci95_")
         )
         + ".",
         "",

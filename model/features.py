@@ -134,7 +134,7 @@ class NgramHasher:
     """Map texts to hashed word n-gram columns [0, word_features) and character n-gram
     columns [word_features, word_features + char_features).
 
-    Word n-grams are lower-cased ``\\w+`` tokens and adjacent pairs; character n-grams lie
+    Word n-grams are lower-cased ``\\w+`` tokens and runs of two or three; character n-grams lie
     inside a word padded with one space on each side (like scikit-learn's ``char_wb``).
     """
 
@@ -142,13 +142,13 @@ class NgramHasher:
         self,
         word_features: int = 2**18,
         char_features: int = 2**18,
-        word_ngrams: tuple[int, int] = (1, 2),
+        word_ngrams: tuple[int, int] = (1, 3),
         char_ngrams: tuple[int, int] = (3, 5),
     ) -> None:
         for n in (word_features, char_features):
             if n <= 0 or n & (n - 1):
                 raise ValueError("feature counts must be powers of two")
-        if word_ngrams[0] != 1 or not 1 <= word_ngrams[1] <= 3:
+        if tuple(word_ngrams) not in ((1, 1), (1, 2), (1, 3)):
             raise ValueError("word n-grams must be (1, 1), (1, 2) or (1, 3)")
         if not 1 <= char_ngrams[0] <= char_ngrams[1]:
             raise ValueError("the character n-gram range must be valid")
