@@ -63,7 +63,7 @@ TEXT = "A thoughtful note on the harbour plans, thanks for the reporting."
 class Receiver:
     """A site on a free 127.0.0.1 port; the path picks how it behaves."""
 
-    def __init__(self) -> None:
+    def __init__(self, ipv6: bool = False) -> None:
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.bytes_sent = 0
         self.release = threading.Event()  # set at teardown: hung handlers return
@@ -83,7 +83,10 @@ class Receiver:
                 with contextlib.suppress(OSError):
                     getattr(receiver, "on_" + name.replace("-", "_"))(self, arg)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
+
+        self.server = Server(("::" if ipv6 else "127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.server.handle_error = lambda *args: None  # type: ignore[method-assign]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -223,26 +226,33 @@ def test_a_hung_or_trickling_site_holds_a_delivery_no_longer_than_its_deadline(
     assert len(receiver.requests) == 1  # the site did get the POST; it just never finished
 
 
-def test_a_resolver_that_never_answers_holds_a_delivery_no_longer_than_its_deadline(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """http.client's own look-up has no timeout: a hung DNS server held it for tens of seconds."""
+HUNG_HOST = "hooks.example.test"
+
+
+@pytest.fixture
+def hung_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Look-ups of HUNG_HOST get no answer (until the test ends); other hosts resolve."""
     release = threading.Event()
     real_getaddrinfo = socket.getaddrinfo
 
     def hung_for_one_host(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "hooks.example.test":
+        if host == HUNG_HOST:
             release.wait(30)
         return real_getaddrinfo(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", hung_for_one_host)
+    yield
+    release.set()
+
+
+def test_a_resolver_that_never_answers_holds_a_delivery_no_longer_than_its_deadline(
+    hung_resolver: None,
+) -> None:
+    """http.client's own look-up has no timeout: a hung DNS server held it for tens of seconds."""
     started = time.monotonic()
-    try:
-        with pytest.raises(WebhookError, match=r"no complete answer within 0\.5 s"):
-            post_signed("http://hooks.example.test/hook", SECRET, b"{}", deadline=0.5)
-        assert time.monotonic() - started < 1.5
-    finally:
-        release.set()
+    with pytest.raises(WebhookError, match=r"no complete answer within 0\.5 s"):
+        post_signed(f"http://{HUNG_HOST}/hook", SECRET, b"{}", deadline=0.5)
+    assert time.monotonic() - started < 1.5
 
 
 def test_each_address_of_a_host_gets_only_what_is_left_of_the_deadline(
@@ -275,33 +285,21 @@ def test_each_address_of_a_host_gets_only_what_is_left_of_the_deadline(
 
 
 def test_look_ups_a_hung_resolver_never_answers_are_capped(
-    monkeypatch: pytest.MonkeyPatch,
+    hung_resolver: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each timed-out attempt leaves its look-up thread behind; retries cannot pile them up."""
-    release = threading.Event()
-    real_getaddrinfo = socket.getaddrinfo
-
-    def hung_for_one_host(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "hooks.example.test":
-            release.wait(30)
-        return real_getaddrinfo(host, *args, **kwargs)
 
     def pending() -> int:
         return sum(t.name == "webhook-dns" for t in threading.enumerate())
 
-    monkeypatch.setattr(socket, "getaddrinfo", hung_for_one_host)
     monkeypatch.setattr(webhooks, "_PENDING_LOOKUPS", threading.BoundedSemaphore(2))
-    try:
-        for _ in range(4):
-            with pytest.raises(WebhookError):
-                post_signed("http://hooks.example.test/hook", SECRET, b"{}", deadline=0.2)
-            assert pending() <= 2
-    finally:
-        release.set()
-    wait_for(lambda: pending() == 0, timeout=5)
+    for _ in range(4):
+        with pytest.raises(WebhookError):
+            post_signed(f"http://{HUNG_HOST}/hook", SECRET, b"{}", deadline=0.2)
+        assert pending() <= 2
 
 
-def test_a_link_local_ipv6_site_is_reached_with_its_scope(receivers: Any) -> None:
+def test_a_link_local_ipv6_site_is_reached_with_its_scope() -> None:
     """Connecting to a resolved address keeps the whole socket address, scope id included."""
     link_local = (
         [line.split() for line in Path("/proc/net/if_inet6").read_text().splitlines()]
@@ -313,31 +311,13 @@ def test_a_link_local_ipv6_site_is_reached_with_its_scope(receivers: Any) -> Non
         pytest.skip("no link-local IPv6 address on this machine")
     raw, dev = found[0]
     address = ":".join(raw[i : i + 4] for i in range(0, 32, 4))
-
-    class Server(ThreadingHTTPServer):
-        address_family = socket.AF_INET6
-        daemon_threads = True
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    server = Server(("::", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    receiver = Receiver(ipv6=True)
     try:
-        url = f"http://[{address}%{dev}]:{server.server_address[1]}/hook"
+        url = f"http://[{address}%{dev}]:{receiver.server.server_port}/status/204"
         assert post_signed(url, SECRET, b"{}", deadline=5) == 204
+        assert [path for path, _, _ in receiver.requests] == ["/status/204"]
     finally:
-        server.shutdown()
-        server.server_close()
+        receiver.close()
 
 
 def test_a_site_named_by_host_name_is_looked_up_and_receives_the_event(

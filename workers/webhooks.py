@@ -255,7 +255,8 @@ class _DeadlineConnector:
         raise errors[0] if errors else OSError(f"no address for {host}")
 
     def _look_up(self, host: str, port: int) -> list[Any]:
-        if not _PENDING_LOOKUPS.acquire(timeout=max(0.0, self.ends_at - time.monotonic())):
+        pending = _PENDING_LOOKUPS  # the one released, whatever the global is by then
+        if not pending.acquire(timeout=max(0.0, self.ends_at - time.monotonic())):
             raise TimeoutError(f"{MAX_PENDING_LOOKUPS} host look-ups already waiting")
         found: list[Any] = []
         failed: list[OSError] = []
@@ -268,13 +269,13 @@ class _DeadlineConnector:
             except Exception as exc:  # UnicodeError: a label IDNA cannot encode
                 failed.append(OSError(f"cannot look up {host!r}: {exc}"))
             finally:
-                _PENDING_LOOKUPS.release()
+                pending.release()
 
         thread = threading.Thread(target=look_up, name="webhook-dns", daemon=True)
         try:
             thread.start()
         except BaseException:
-            _PENDING_LOOKUPS.release()
+            pending.release()
             raise
         thread.join(max(0.0, self.ends_at - time.monotonic()))
         if thread.is_alive():
