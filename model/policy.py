@@ -52,7 +52,7 @@ class Decision:
     """What happens to a comment, and why (reason codes shown to moderators)."""
 
     queue: Queue
-    label: str  # clean | spam | toxic | uncertain | signal | error
+    label: str  # clean | spam | toxic | signal | error (the queue filter and metrics use these)
     reasons: tuple[str, ...] = field(default_factory=tuple)
 
     @property
