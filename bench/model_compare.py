@@ -26,19 +26,21 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from model_speed import workload  # noqa: E402  # bench/ is not a package
+
 RESULTS = Path(__file__).resolve().parent / "results"
 GIT = shutil.which("git") or "git"
 
 # Run inside a fresh interpreter with the tree to measure first on sys.path.
 PROBE = """
-import json, random, sys, time
+import json, sys, time
 sys.path.insert(0, {tree!r})
 from pathlib import Path
 import numpy as np
-from model.datasets import load_rows
 from model.registry import bundled_artifacts_dir, load_classifier, newest_artifact
-rows = load_rows(Path({data!r}), ["youtube", "sms", "olid", "kaggle_insults", "jigsaw"])
-texts = [r.text for r in random.Random(0).sample(rows, {comments})]
+texts = json.loads(Path({texts!r}).read_text())
 artifact = newest_artifact(bundled_artifacts_dir())
 clf = load_classifier(artifact)
 clf.score_batch(texts[:100])
@@ -61,8 +63,8 @@ print(json.dumps({{
 """
 
 
-def measure(tree: Path, data: Path, comments: int) -> dict[str, Any]:
-    code = PROBE.format(tree=str(tree), data=str(data), comments=comments)
+def measure(tree: Path, texts: Path) -> dict[str, Any]:
+    code = PROBE.format(tree=str(tree), texts=str(texts))
     out = subprocess.run(  # noqa: S603  # our own interpreter and probe
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=tree
     )
@@ -100,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         cwd=ROOT,
     ).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="model-compare-") as tmp:
+        # The same comments as `make bench-model`, picked by this tree for both sides.
+        texts = Path(tmp) / "comments.json"
+        texts.write_text(json.dumps(workload(data, args.comments)))
         other = Path(tmp) / commit
         subprocess.run(  # noqa: S603  # git, with our arguments
             [GIT, "worktree", "add", "--detach", "--quiet", str(other), commit],
@@ -111,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for i in range(args.rounds):  # alternate, each side first every other round
                 order = [("other", other), ("this", ROOT)]
                 for side, tree in order if i % 2 == 0 else order[::-1]:
-                    runs[side].append(measure(tree, data, args.comments))
+                    runs[side].append(measure(tree, texts))
         finally:
             subprocess.run(  # noqa: S603  # git, with our arguments
                 [GIT, "worktree", "remove", "--force", str(other)], check=False, cwd=ROOT

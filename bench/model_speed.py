@@ -100,6 +100,12 @@ def batch_us(fn: Callable[[list[str]], object], texts: list[str], size: int = 10
     return float(np.median(runs))
 
 
+def workload(data: Path, comments: int) -> list[str]:
+    """Return the benchmark's comments: a fixed sample of the comment and message sets."""
+    rows = load_rows(data, ["youtube", "sms", "olid", "kaggle_insults", "jigsaw"])
+    return [r.text for r in random.Random(0).sample(rows, comments)]
+
+
 def folder_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
@@ -117,9 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from model.registry import load_classifier
 
-    rows = load_rows(data, ["youtube", "sms", "olid", "kaggle_insults", "jigsaw"])
-    rng = random.Random(0)
-    texts = [r.text for r in rng.sample(rows, args.comments)]
+    texts = workload(data, args.comments)
     lengths = [len(t) for t in texts]
     artifact = newest_artifact(bundled_artifacts_dir())
     clf = load_classifier(artifact)
