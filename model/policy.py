@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -105,6 +106,29 @@ def decide(
         label = ("toxic" if toxic and not spammy else "spam") if toxic or spammy else "signal"
         return Decision("pending", label, tuple(codes))
     return Decision("approved", "clean", ())
+
+
+# Reason codes that name the score behind a hold or rejection, and the label each one means.
+_SCORE_CODE_LABELS = {
+    "spam_score_high": "spam",
+    "spam_score_uncertain": "spam",
+    "honeypot_filled": "spam",
+    "toxic_score": "toxic",
+}
+
+
+def decision_labels(label: str, reasons: Iterable[str]) -> tuple[str, ...]:
+    """Return every label a decision carries: its main label, then each other score behind it.
+
+    A comment held both as uncertain spam and as toxic has the main label "spam"; a moderator
+    filtering the queue for toxic comments must still find it.
+    """
+    labels = [label] if label else []
+    for code in reasons:
+        extra = _SCORE_CODE_LABELS.get(code)
+        if extra is not None and extra not in labels:
+            labels.append(extra)
+    return tuple(labels)
 
 
 def held_for_error(code: str) -> Decision:

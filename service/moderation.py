@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from model.policy import decision_labels
 from service import services
 from service.auth import current_moderator, require_role
 from service.errors import problem
@@ -50,6 +51,11 @@ def moderator_view(record: dict[str, Any]) -> dict[str, Any]:
         "scores": {"spam": record.get("spam"), "toxic": record.get("toxic")},
         "categories": record.get("categories") or {},
         "label": record.get("decision_label") or None,
+        "labels": list(
+            decision_labels(
+                record.get("decision_label") or "", record.get("decision_reasons") or []
+            )
+        ),
         "decision_reasons": record.get("decision_reasons") or [],
         "reasons": record.get("reasons") or [],
         "signals": record.get("signals") or {},
@@ -58,6 +64,10 @@ def moderator_view(record: dict[str, Any]) -> dict[str, Any]:
         "moderated_by": record.get("moderated_by") or None,
         "moderated_at": record.get("moderated_at") or None,
     }
+
+
+def _labels(record: dict[str, Any]) -> tuple[str, ...]:
+    return decision_labels(record.get("decision_label") or "", record.get("decision_reasons") or [])
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -128,7 +138,7 @@ def queue() -> Response:
         return problem(400, "Bad Request", "Invalid query.", errors=errors)
 
     def accept(record: dict[str, Any]) -> bool:
-        if label is not None and record.get("decision_label") != label:
+        if label is not None and label not in _labels(record):
             return False
         if post_id is not None and record.get("post_id") != post_id:
             return False

@@ -155,6 +155,47 @@ def test_queue_filters_and_sorts(
     assert set(bad.get_json()["errors"]) == {"status", "sort", "min_spam"}
 
 
+def test_label_filter_finds_a_comment_under_every_score_that_held_it(
+    client: FlaskClient, settings: Settings, tokens: dict[str, dict[str, str]]
+) -> None:
+    """A comment held as both uncertain spam and toxic has the main label "spam"; a moderator
+    working through toxic comments must still find it."""
+    from model.policy import Decision, Signals, decide
+    from workers.store import NewComment, Transition
+
+    store = Runtime(settings).store
+
+    class Cut:
+        spam_reject, spam_hold, toxic_hold = 0.9, 0.1, 0.1
+
+    class Scores:
+        def __init__(self, spam: float, toxic: float) -> None:
+            self.spam, self.toxic = spam, toxic
+
+    cases = {
+        "both": decide(Scores(0.5, 0.5), Cut()),
+        "toxic": decide(Scores(0.01, 0.5), Cut()),
+        "spam": decide(Scores(0.5, 0.01), Cut()),
+        "signal": decide(Scores(0.01, 0.01), Cut(), Signals(duplicate_count=1)),
+    }
+    assert cases["both"] == Decision("pending", "spam", ("spam_score_uncertain", "toxic_score"))
+    ids = {}
+    for name, decision in cases.items():
+        comment_id, _, _ = store.add(
+            NewComment(post_id="p", author="A", comment=name, email_enc="", email_digest="d")
+        )
+        fields = {"decision_label": decision.label, "decision_reasons": list(decision.reasons)}
+        move = Transition({"id": comment_id, "post_id": "p"}, "pending", None, fields)
+        assert store.transition_many([move])[0].applied
+        ids[name] = comment_id
+    alice = tokens["alice"]
+    assert set(queue_ids(client, alice, "label=toxic")) == {ids["both"], ids["toxic"]}
+    assert set(queue_ids(client, alice, "label=spam")) == {ids["both"], ids["spam"]}
+    assert set(queue_ids(client, alice, "label=signal")) == {ids["signal"]}
+    detail = client.get(f"/api/v1/moderation/comments/{ids['both']}", headers=alice).get_json()
+    assert (detail["label"], detail["labels"]) == ("spam", ["spam", "toxic"])
+
+
 def test_cursor_pagination_stays_correct_while_comments_arrive(
     client: FlaskClient, settings: Settings, tokens: dict[str, dict[str, str]]
 ) -> None:
