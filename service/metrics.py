@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 
 from flask import Blueprint, Flask, Response, g, request
 
 from service import services
+from service.auth import bearer_token
+from service.errors import problem
 from workers.celery_app import SCORING_QUEUE, WEBHOOK_QUEUE
 from workers.metrics import (
     CONTENT_TYPE_LATEST,
@@ -25,6 +28,14 @@ SUBMIT_ENDPOINT = "comments.submit"
 def metrics() -> Response:
     """Return every API process's metrics and the queue depths, for Prometheus to scrape."""
     svc = services()
+    expected = svc.settings.metrics_token
+    if expected and not hmac.compare_digest(bearer_token().encode(), expected.encode()):
+        return problem(
+            401,
+            "Unauthorized",
+            "The metrics token is required (MODERATION_METRICS_TOKEN).",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     depth = QueueDepthCollector(svc.runtime.store, svc.celery, (SCORING_QUEUE, WEBHOOK_QUEUE))
     body = exposition(svc.settings.prometheus_multiproc_dir, depth)
     return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -11,8 +11,10 @@ import redis as redis_lib
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from service import create_app
 from tests.conftest import MODERATOR_TOKEN, Stack, wait_for
 from workers.embedded_redis import free_port
+from workers.settings import Settings
 
 AUTH = {"Authorization": f"Bearer {MODERATOR_TOKEN}"}
 CLEAN = {
@@ -84,6 +86,23 @@ def test_api_metrics_count_submissions_by_outcome_time_requests_and_show_queue_d
     queues = {dict(ls)["queue"] for (n, ls) in after if n == "moderation_queue_depth"}
     assert {"pending", "approved", "rejected", "spam", "unscored"} <= queues
     assert ("moderation_broker_queue_length", (("queue", "scoring"),)) in after
+
+
+def test_a_metrics_token_keeps_metrics_from_anyone_without_it(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """With MODERATION_METRICS_TOKEN set, only a scraper holding it reads /metrics."""
+    app = create_app(settings.with_overrides(metrics_token="scrape-s3cret"), configure_logs=False)
+    client = app.test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
+        response = client.get("/metrics", headers=headers)
+        assert response.status_code == 401
+        assert "MODERATION_METRICS_TOKEN" in response.get_json()["detail"]
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert "moderation_" not in response.get_data(as_text=True)
+    allowed = client.get("/metrics", headers={"Authorization": "Bearer scrape-s3cret"})
+    assert allowed.status_code == 200
+    assert "moderation_queue_depth" in allowed.get_data(as_text=True)
 
 
 def test_made_up_http_methods_share_one_label_value(client: FlaskClient) -> None:

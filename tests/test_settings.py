@@ -23,6 +23,7 @@ from workers.settings import ConfigError, Settings
         # A bearer token: only printable ASCII survives an HTTP header.
         ("MODERATION_MODERATOR_TOKEN", "caf\u00e9-token"),
         ("MODERATION_MODERATOR_TOKEN", "two words"),
+        ("MODERATION_METRICS_TOKEN", "two words"),
     ],
 )
 def test_out_of_range_values_are_refused_naming_the_variable(variable: str, value: str) -> None:

@@ -41,6 +41,9 @@ class Settings:
     email_encryption_keys: tuple[str, ...] = ()
     email_hmac_key: str = ""
     moderator_token: str = ""
+    # When set, GET /metrics on the API needs "Authorization: Bearer <this>" (Prometheus'
+    # scrape config: authorization.credentials). Empty: open, for an internal network only.
+    metrics_token: str = ""
     # Model
     model_dir: Path = Path("var/models")
     model_check_seconds: float = 1.0
@@ -168,6 +171,10 @@ _POSITIVE = {
 }
 
 
+# Settings that travel as bearer tokens in an Authorization header.
+_BEARER_TOKENS = {"moderator_token", "metrics_token"}
+
+
 def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
     default = getattr(cls, name, None) if name not in _FLOAT_OR_NONE else None
     if name in _FLOAT_OR_NONE:
@@ -179,7 +186,9 @@ def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
         return _parse_list(raw)
     if name == "model_dir":
         return Path(raw)
-    if name == "moderator_token" and not (raw.isascii() and raw.isprintable() and " " not in raw):
+    if name in {"moderator_token", "metrics_token"} and not (
+        raw.isascii() and raw.isprintable() and " " not in raw
+    ):
         # It travels in an Authorization header, where only printable ASCII arrives intact.
         raise ValueError("must be printable ASCII without spaces")
     if isinstance(default, bool):
