@@ -88,6 +88,20 @@ def test_api_metrics_count_submissions_by_outcome_time_requests_and_show_queue_d
     assert ("moderation_broker_queue_length", (("queue", "scoring"),)) in after
 
 
+def test_a_double_click_counts_as_a_duplicate_not_an_error(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    app = create_app(settings.with_overrides(duplicate_window_seconds=600), configure_logs=False)
+    client = app.test_client()
+    before = scrape(client)
+    first = client.post("/api/v1/comments", json=CLEAN)
+    again = client.post("/api/v1/comments", json=CLEAN)
+    assert (first.status_code, again.status_code) == (202, 409)
+    after = scrape(client)
+    assert grown(before, after, "moderation_submissions_total", outcome="duplicate") == 1
+    assert grown(before, after, "moderation_submissions_total", outcome="error") == 0
+
+
 def test_a_metrics_token_keeps_metrics_from_anyone_without_it(
     settings: Settings, redis: redis_lib.Redis
 ) -> None:

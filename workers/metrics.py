@@ -105,6 +105,7 @@ def submission_outcome(status: int) -> str:
     if status in (202, 303):
         return "accepted"
     return {
+        409: "duplicate",  # the same comment again (a double click): stored once, not an error
         400: "malformed",
         413: "malformed",
         415: "malformed",
