@@ -42,7 +42,8 @@ class Signals:
     # no signal (a JSON client, or a comment stored before the token was recorded).
     form_token: str = ""
     min_submit_seconds: float = 3.0
-    duplicate_count: int = 0  # earlier identical comments by the same author
+    repeats: int = 0  # earlier comments with the same text, by anyone, in the repeat window
+    repeat_hold_after: int = 0  # hold from this many repeats on; 0 disables
     author_approved: int = 0
     author_rejected: int = 0
     auto_approve_after: int = 0  # 0 disables trusted-author auto-approval
@@ -76,11 +77,13 @@ def decide(
     )
     if too_fast:
         codes.append("submitted_too_fast")
-    if signals.form_token in FORM_TOKEN_HOLDS:
+    token_hold = FORM_TOKEN_HOLDS.get(signals.form_token)
+    if token_hold:
         # A form post without our token, or with a forged one, skipped the timing check.
-        codes.append(FORM_TOKEN_HOLDS[signals.form_token])
-    if signals.duplicate_count > 0:
-        codes.append("duplicate_text")
+        codes.append(token_hold)
+    if signals.repeat_hold_after > 0 and signals.repeats >= signals.repeat_hold_after:
+        # The same text posted again and again, from any address: a copy-and-paste campaign.
+        codes.append("repeated_text")
 
     if not all(math.isfinite(v) for v in (score.spam, score.toxic)):
         # Every comparison with NaN is False, which would publish: hold it for a human.
@@ -98,9 +101,11 @@ def decide(
         and signals.author_approved >= signals.auto_approve_after
         and signals.author_rejected == 0
     )
-    if trusted and not toxic:
+    if trusted and not toxic and not token_hold:
         # WordPress-style: an author with enough approved comments and none rejected skips
-        # the hold for uncertain spam or timing signals (never for toxicity or clear spam).
+        # the hold for uncertain spam or timing signals. Never for toxicity or clear spam, nor
+        # for a missing or forged form token: the address is unverified, and a post that
+        # bypassed our form is the kind of impersonation the token exists to catch.
         return Decision("approved", "clean", ("trusted_author", *codes))
     if toxic or spammy or codes:
         label = ("toxic" if toxic and not spammy else "spam") if toxic or spammy else "signal"

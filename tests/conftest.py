@@ -118,6 +118,8 @@ def settings_values(redis_server: EmbeddedRedis, model_dir: Path) -> dict[str, s
         "MODERATION_RATE_LIMIT_IP": "100000/minute",
         "MODERATION_RATE_LIMIT_AUTHOR": "100000/minute",
         "MODERATION_DUPLICATE_WINDOW_SECONDS": "0",
+        # Tests repeat the same texts across tests; the repeated-text test turns it on.
+        "MODERATION_REPEAT_WINDOW_SECONDS": "0",
     }
 
 

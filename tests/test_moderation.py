@@ -176,7 +176,7 @@ def test_label_filter_finds_a_comment_under_every_score_that_held_it(
         "both": decide(Scores(0.5, 0.5), Cut()),
         "toxic": decide(Scores(0.01, 0.5), Cut()),
         "spam": decide(Scores(0.5, 0.01), Cut()),
-        "signal": decide(Scores(0.01, 0.01), Cut(), Signals(duplicate_count=1)),
+        "signal": decide(Scores(0.01, 0.01), Cut(), Signals(repeats=2, repeat_hold_after=2)),
     }
     assert cases["both"] == Decision("pending", "spam", ("spam_score_uncertain", "toxic_score"))
     ids = {}
@@ -437,6 +437,51 @@ def test_not_spam_publishes_and_labels_the_comment(
         labels == [labels[0]] and labels[0]["comment_id"] == comment_id and labels[0]["spam"] == 0
     )
     assert "email" not in labels[0] and EMAIL not in str(labels[0])
+
+
+def test_the_same_text_from_many_addresses_is_held_as_a_repeat(
+    settings: Settings, tokens: dict[str, dict[str, str]]
+) -> None:
+    """A copy-and-paste campaign: the third copy of a text within the window, whoever posts
+    it and on whichever article, waits for a moderator; short common phrases never count."""
+    from service import create_app
+
+    # Hold thresholds of 1: only the repeat signal can hold these clean texts.
+    repeat = settings.with_overrides(
+        repeat_window_seconds=3600, spam_hold_threshold=1.0, toxic_hold_threshold=1.0
+    )
+    client = create_app(repeat, configure_logs=False).test_client()
+    runtime = Runtime(repeat)
+    campaign = "Local elections matter: read the candidates' answers before you vote."
+    copies = [
+        campaign,
+        campaign,
+        "LOCAL elections matter:  read the candidates' answers before you VOTE.",
+    ]
+    short = ["Great article, thanks!"] * 4
+    decided = []
+    for n, text in enumerate(copies + short):
+        body = {"post_id": f"post-{n}", "author": f"R{n}", "email": f"r{n}@example.org"}
+        comment_id = client.post("/api/v1/comments", json={**body, "comment": text}).get_json()[
+            "id"
+        ]
+        assert score_and_decide(runtime, comment_id) in ("decided", "already_decided")
+        decided.append(runtime.store.get(comment_id))
+    assert [r["queue"] for r in decided] == ["approved", "approved", "pending"] + ["approved"] * 4
+    assert decided[2]["decision_reasons"] == ["repeated_text"]
+    held = queue_ids(client, tokens["alice"], "label=signal")
+    assert decided[2]["id"] in held
+
+    # Off (window 0), the same text again is judged on its own.
+    off = repeat.with_overrides(repeat_window_seconds=0)
+    comment_id = (
+        create_app(off, configure_logs=False)
+        .test_client()
+        .post("/api/v1/comments", json={**BASE, "post_id": "post-x", "comment": campaign})
+        .get_json()["id"]
+    )
+    score_and_decide(Runtime(off), comment_id)
+    assert runtime.store.get(comment_id)["queue"] == "approved"
 
 
 def test_trusted_authors_are_auto_approved(client: FlaskClient, settings: Settings) -> None:

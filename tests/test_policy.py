@@ -78,3 +78,24 @@ def test_a_form_post_without_a_valid_token_is_held_with_its_reason() -> None:
         assert decide(S(0.0, 0.0), T, Signals(form_token=state, submit_seconds=None)).queue == (
             "approved"
         )
+
+
+def test_a_trusted_author_skips_uncertain_spam_and_timing_holds_but_not_the_rest() -> None:
+    trusted = {"author_approved": 3, "auto_approve_after": 3}
+    relaxed = decide(S(0.5, 0.0), T, Signals(submit_seconds=0.5, **trusted))
+    assert relaxed.queue == "approved"
+    assert relaxed.reasons == ("trusted_author", "spam_score_uncertain", "submitted_too_fast")
+    # A forged or missing form token, toxicity and clear spam are still held or rejected.
+    for state in ("missing", "invalid"):
+        assert decide(S(0.0, 0.0), T, Signals(form_token=state, **trusted)).queue == "pending"
+    assert decide(S(0.0, 0.9), T, Signals(**trusted)).queue == "pending"
+    assert decide(S(0.99, 0.0), T, Signals(**trusted)).queue == "spam"
+    # One rejected comment and the author is no longer trusted.
+    assert decide(S(0.5, 0.0), T, Signals(author_rejected=1, **trusted)).queue == "pending"
+
+
+def test_text_posted_again_and_again_is_held_from_the_set_number_of_repeats() -> None:
+    assert decide(S(0.0, 0.0), T, Signals(repeats=1, repeat_hold_after=2)).queue == "approved"
+    held = decide(S(0.0, 0.0), T, Signals(repeats=2, repeat_hold_after=2))
+    assert (held.queue, held.label, held.reasons) == ("pending", "signal", ("repeated_text",))
+    assert decide(S(0.0, 0.0), T, Signals(repeats=9, repeat_hold_after=0)).queue == "approved"

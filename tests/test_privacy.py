@@ -252,6 +252,40 @@ def test_erasure_removes_duplicate_fingerprints_so_a_resubmission_is_new(
     assert again.status_code == 202 and again.get_json()["id"] != first.get_json()["id"]
 
 
+def test_erasure_takes_the_comments_out_of_the_repeated_text_count(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """The repeated-text index names comment ids; an erased reader's must leave it, and a
+    later copy of the text no longer counts theirs."""
+    from service import create_app
+
+    repeat = settings.with_overrides(repeat_window_seconds=3600)
+    client = create_app(repeat, configure_logs=False).test_client()
+    runtime = Runtime(repeat)
+    admin = {"Authorization": "Bearer " + create_token(runtime.store, "dpo", "admin")}
+    text = "Platypus colony relocation notes: see the wetland survey for details."
+    ids = [
+        client.post(
+            "/api/v1/comments",
+            json={"post_id": f"p{n}", "comment": text, "author": "P", "email": email},
+        ).get_json()["id"]
+        for n, email in enumerate([EMAIL, EMAIL, OTHER])
+    ]
+    assert [runtime.store.get(i)["repeats"] for i in ids] == [0, 1, 2]
+
+    erased = client.post("/api/v1/privacy/erase", json={"email": EMAIL}, headers=admin)
+    assert erased.get_json()["comments_deleted"] == 2
+    ours = "\n".join(
+        line for line in dump_everything(redis).splitlines() if line.startswith("mod:")
+    )
+    assert ids[0] not in ours and ids[1] not in ours
+    later = client.post(
+        "/api/v1/comments",
+        json={"post_id": "p9", "comment": text, "author": "R", "email": "r@example.org"},
+    ).get_json()["id"]
+    assert runtime.store.get(later)["repeats"] == 1  # only the kept reader's copy
+
+
 def test_addresses_equal_only_under_case_folding_are_different_readers(
     client: FlaskClient, settings: Settings
 ) -> None:

@@ -69,6 +69,7 @@ def accept_comment(
             ip_digest=ip_digest(client_ip, runtime.settings.email_hmac_key),
         ),
         duplicate_window=runtime.settings.duplicate_window_seconds,
+        repeat_window=runtime.settings.repeat_window_seconds,
         comment_id=comment_id,
         # The scoring message is pushed by the same Lua call (the broker is the store's Redis).
         enqueue=score_task_message(celery, comment_id, request_id),

@@ -70,6 +70,10 @@ class Settings:
     rate_limit_ip: str = "10/minute;200/day"
     rate_limit_author: str = "5/minute;100/day"
     duplicate_window_seconds: int = 600
+    # Hold a comment whose text (40+ characters) arrived this many times before, from anyone,
+    # on any post, within the window: copy-and-paste campaigns. 0 in either turns it off.
+    repeat_window_seconds: int = 86400
+    repeat_hold_after: int = 2
     trusted_proxies: int = 0  # how many reverse proxies in front set X-Forwarded-For
     auto_approve_after: int = 0  # approve authors with this many approved comments; 0 = off
     # Webhook on decisions (signed with HMAC-SHA256 of the body)

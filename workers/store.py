@@ -86,6 +86,16 @@ def duplicate_key(fingerprint: str) -> str:
     return f"{PREFIX}dup:{fingerprint}"
 
 
+def repeat_key(text_digest: str) -> str:
+    """Return the key of the comments (by arrival time) whose text folds to this digest."""
+    return f"{PREFIX}repeat:{text_digest}"
+
+
+# Texts shorter than this (folded) are never counted as repeats: "Great article!" and
+# "Thanks for this." are written independently by many readers.
+REPEAT_MIN_CHARS = 40
+
+
 def webhook_dedupe_key(comment_id: str, event: str) -> str:
     return f"{PREFIX}webhook:{comment_id}:{event}"
 
@@ -153,7 +163,7 @@ def decode_record(raw: Mapping[Any, Any]) -> dict[str, Any]:
             record[name] = float(record[name])
         else:
             record[name] = None
-    for name in ("created_us", "attempts"):
+    for name in ("created_us", "attempts", "repeats"):
         if name in record:
             record[name] = int(record[name])
     return record
@@ -258,16 +268,24 @@ end
 return {1, changes}
 """
 
-# KEYS: 1 duplicate fingerprint, 2 comment, 3 unscored, 4 author index, 5 broker list (or "")
+# KEYS: 1 duplicate fingerprint, 2 comment, 3 unscored, 4 author index, 5 broker list (or ""),
+#       6 repeat index of the folded text
 # ARGV: 1 id, 2 created (us), 3 duplicate window (s, 0 = off), 4 broker message or "",
-#       5.. field/value pairs
+#       5 repeat window (s, 0 = off), 6.. field/value pairs
 _ADD = """
 if ARGV[3] ~= '0' then
   local existing = redis.call('GET', KEYS[1])
   if existing then return existing end
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+redis.call('HSET', KEYS[2], unpack(ARGV, 6))
+if ARGV[5] ~= '0' then
+  local since = tonumber(ARGV[2]) - tonumber(ARGV[5]) * 1000000
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. string.format('%d', since))
+  redis.call('HSET', KEYS[2], 'repeats', redis.call('ZCARD', KEYS[6]))
+  redis.call('ZADD', KEYS[6], ARGV[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[6], ARGV[5])
+end
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
 if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[5], ARGV[4]) end
@@ -336,6 +354,7 @@ class CommentStore:
         new: NewComment,
         *,
         duplicate_window: int = 0,
+        repeat_window: int = 0,
         comment_id: str | None = None,
         enqueue: tuple[str, str] | None = None,
     ) -> tuple[str, int, str | None]:
@@ -344,7 +363,9 @@ class CommentStore:
         enqueue is (broker list, message): pushed in the same step, unless it is a duplicate.
         Returns (id, created_us, duplicate_of): when the same author posted the same text on
         the same post from the same client (IP digest) within duplicate_window seconds,
-        nothing is stored and duplicate_of names the original.
+        nothing is stored and duplicate_of names the original. With a repeat_window, the
+        record's ``repeats`` counts the earlier comments, by anyone, on any post, within that
+        many seconds, whose text is the same (folded; only texts of REPEAT_MIN_CHARS or more).
         """
         comment_id = comment_id or new_comment_id()
         created = now_us()
@@ -369,7 +390,9 @@ class CommentStore:
         }
         fingerprint = self.fingerprint(record)
         queue, message = enqueue or ("", "")
-        args: list[Any] = [comment_id, created, max(0, int(duplicate_window)), message]
+        text_digest = self.text_digest(record)
+        repeats = max(0, int(repeat_window)) if text_digest else 0
+        args: list[Any] = [comment_id, created, max(0, int(duplicate_window)), message, repeats]
         for key, value in record.items():
             args.extend([key, value])
         keys = [
@@ -378,11 +401,24 @@ class CommentStore:
             unscored_key(),
             author_key(new.email_digest),
             queue or unscored_key(),  # an unused key when nothing is enqueued
+            repeat_key(text_digest) if text_digest else unscored_key(),  # unused when short
         ]
         existing = _s(self._add(keys=keys, args=args))
         if existing:
             return existing, created, existing
         return comment_id, created, None
+
+    @staticmethod
+    def text_digest(comment: Mapping[str, Any]) -> str:
+        """Return the digest of a comment's folded text, or "" when it is too short to count.
+
+        Folding (case and whitespace) matches the duplicate fingerprint's; every part is on
+        the stored record, so deleting a comment can recompute it and drop the entry.
+        """
+        text = " ".join(str(comment.get("comment", "")).casefold().split())
+        if len(text) < REPEAT_MIN_CHARS:
+            return ""
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     @staticmethod
     def fingerprint(comment: Mapping[str, Any]) -> str:
@@ -549,6 +585,9 @@ class CommentStore:
             return None
         if comment.get("email_digest"):
             self.redis.delete(duplicate_key(self.fingerprint(comment)))
+        text_digest = self.text_digest(comment)
+        if text_digest:
+            self.redis.zrem(repeat_key(text_digest), str(comment["id"]))
         return int(reply[1])
 
     def restore(
