@@ -252,3 +252,11 @@ def test_poison_comment_is_retried_a_bounded_number_of_times_then_held_without_b
     queue = client.get("/api/v1/moderation/queue?status=pending&limit=200", headers=moderator)
     held = [item for item in queue.get_json()["items"] if item["id"] == poison]
     assert held and held[0]["decision_reasons"] == ["scoring_failed"]
+    # Every view of the queue shows it: first by uncertainty (its scores are unknown), after
+    # every scored comment by spam or toxic score.
+    for sort, position in (("uncertainty", 0), ("spam", -1), ("toxic", -1)):
+        page = client.get(
+            f"/api/v1/moderation/queue?status=pending&sort={sort}&limit=200", headers=moderator
+        ).get_json()
+        assert page["next_cursor"] is None
+        assert page["items"][position]["id"] == poison, sort

@@ -216,8 +216,13 @@ if redis.call('HGET', KEYS[1], 'state') == 'queued' then redis.call('ZADD', KEYS
 redis.call('HSET', KEYS[1], 'queue', ARGV[2])
 local f = redis.call('HMGET', KEYS[1], 'created_us', 'spam', 'toxic', 'uncertainty')
 redis.call('ZADD', KEYS[target], f[1], id)
+-- A comment without scores (scoring failed; decided before scoring) is in every sort too:
+-- after all scored ones by spam or toxic (-1), before them by uncertainty (2: unknown).
+local unscored = {-1, -1, 2}
 for j = 2, 4 do
-  if f[j] and f[j] ~= '' then redis.call('ZADD', KEYS[target + j - 1], f[j], id) end
+  local v = f[j]
+  if not v or v == '' then v = unscored[j - 1] end
+  redis.call('ZADD', KEYS[target + j - 1], v, id)
 end
 if ARGV[2] == 'approved' then
   redis.call('ZADD', KEYS[3], f[1], id)
@@ -678,7 +683,8 @@ class CommentStore:
 
         The cursor is the (sort value, id) of the last item returned (or examined, below), so
         new arrivals never shift a page. Sorts: newest, oldest (creation time), spam, toxic
-        (highest first), uncertainty (closest to the decision boundary first).
+        (highest first), uncertainty (closest to the decision boundary first). A comment
+        without scores sorts last by spam or toxic and first by uncertainty.
 
         One call examines at most max_examined entries (QUEUE_SCAN_LIMIT by default). When a
         filter rejects that many before the page is full, the page holds fewer items than
