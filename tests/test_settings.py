@@ -24,6 +24,14 @@ from workers.settings import ConfigError, Settings
         ("MODERATION_MODERATOR_TOKEN", "caf\u00e9-token"),
         ("MODERATION_MODERATOR_TOKEN", "two words"),
         ("MODERATION_METRICS_TOKEN", "two words"),
+        # Flask-Limiter would skip a limit it cannot parse: a typo must not turn throttling off.
+        ("MODERATION_RATE_LIMIT_IP", "10/min"),
+        ("MODERATION_RATE_LIMIT_AUTHOR", "abc"),
+        ("MODERATION_LOG_LEVEL", "LOUD"),
+        ("MODERATION_PAGE_SIZE", "500"),  # a client may ask for at most 200
+        ("MODERATION_SITE_ORIGINS", "https://news.example.com,news.example.com"),
+        ("MODERATION_SITE_ORIGINS", "https://news.example.com/articles"),
+        ("MODERATION_SITE_ORIGINS", "https://news.example.com:99999"),
     ],
 )
 def test_out_of_range_values_are_refused_naming_the_variable(variable: str, value: str) -> None:
@@ -40,6 +48,20 @@ def test_out_of_range_values_are_refused_naming_the_variable(variable: str, valu
         ("MODERATION_SWEEP_AFTER_SECONDS", "0.5", "sweep_after_seconds", 0.5),
         ("MODERATION_SPAM_HOLD_THRESHOLD", "", "spam_hold_threshold", None),  # the model's own
         ("MODERATION_MODERATOR_TOKEN", "Op3r~ator/t0ken=", "moderator_token", "Op3r~ator/t0ken="),
+        ("MODERATION_RATE_LIMIT_IP", "", "rate_limit_ip", ""),  # off
+        (
+            "MODERATION_RATE_LIMIT_IP",
+            "3/second;10 per hour",
+            "rate_limit_ip",
+            "3/second;10 per hour",
+        ),
+        ("MODERATION_LOG_LEVEL", "debug", "log_level", "DEBUG"),
+        (
+            "MODERATION_SITE_ORIGINS",
+            "https://news.example.com/, http://localhost:8080",
+            "site_origins",
+            ("https://news.example.com", "http://localhost:8080"),
+        ),
     ],
 )
 def test_values_in_range_are_read(variable: str, value: str, field: str, expected: object) -> None:

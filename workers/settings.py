@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import limits
 
 ENV_PREFIX = "MODERATION_"
 
@@ -175,6 +178,44 @@ _POSITIVE = {
 }
 
 
+# Upper bounds: a default page larger than any page a client may ask for would be odd.
+_AT_MOST = {"page_size": 200}
+_RATE_LIMITS = {"rate_limit_ip", "rate_limit_author"}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _parse_rate_limit(raw: str) -> str:
+    """Check a rate limit the way Flask-Limiter will read it; empty turns the limit off.
+
+    Flask-Limiter skips a limit it cannot parse, so a typo ("10/min") would silently remove
+    the throttle: refuse it at start-up instead.
+    """
+    if not raw.strip():
+        return ""
+    try:
+        limits.parse_many(raw)
+    except ValueError:
+        raise ValueError(
+            "must be rate limits like '10/minute;200/day' (per second, minute, hour, day, "
+            "month or year), or empty to turn the limit off"
+        ) from None
+    return raw
+
+
+def _parse_origin(raw: str) -> str:
+    """Return a site origin (scheme://host[:port]) as browsers send it, or refuse it."""
+    parts = urlsplit(raw)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise ValueError(f"{raw!r} has an invalid port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError(f"{raw!r} is not an origin like https://news.example.com")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{raw!r} is not an origin like https://news.example.com")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 # Settings that travel as bearer tokens in an Authorization header.
 _BEARER_TOKENS = {"moderator_token", "metrics_token"}
 
@@ -186,7 +227,9 @@ def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
         if value is not None and not 0.0 <= value <= 1.0:  # also refuses nan
             raise ValueError("must be between 0 and 1")
         return value
-    if name in {"email_encryption_keys", "site_origins"}:
+    if name == "site_origins":
+        return tuple(_parse_origin(part) for part in _parse_list(raw))
+    if name == "email_encryption_keys":
         return _parse_list(raw)
     if name == "model_dir":
         return Path(raw)
@@ -195,6 +238,12 @@ def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
     ):
         # It travels in an Authorization header, where only printable ASCII arrives intact.
         raise ValueError("must be printable ASCII without spaces")
+    if name in _RATE_LIMITS:
+        return _parse_rate_limit(raw)
+    if name == "log_level":
+        if raw.strip().upper() not in _LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+        return raw.strip().upper()
     if isinstance(default, bool):
         return _parse_bool(raw)
     if isinstance(default, int | float):
@@ -203,6 +252,8 @@ def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
             raise ValueError("must be a finite number")
         if name in _POSITIVE and number <= 0:
             raise ValueError("must be greater than 0")
+        if name in _AT_MOST and number > _AT_MOST[name]:
+            raise ValueError(f"must be at most {_AT_MOST[name]}")
         if number < 0:
             raise ValueError("must not be negative")
         return number
