@@ -26,6 +26,16 @@ from workers.privacy import redact_log_text
         ("path /api/v1/comments/jane@example.com", "jane@example.com"),
         ("from jane@пример.рф", "jane@пример.рф"),  # a TLD in another script
         ("from x@xn--e1afmkfd.xn--p1ai", "x@xn--e1afmkfd.xn--p1ai"),
+        ("GET /api/v1/comments/jane@example.c0m HTTP/1.1", "example.c0m"),  # digits in the TLD
+        ("from jane@sub.example.ab-c", "ab-c"),
+        # gunicorn logs a UTF-8 path read as Latin-1 ("мох" holds U+0085 there, a \s space).
+        *(
+            (f"GET /api/v1/comments/{garbled} HTTP/1.1", garbled)
+            for garbled in (
+                "иван@пример.рф".encode().decode("latin-1"),
+                "мох@пример.рф".encode().decode("latin-1"),
+            )
+        ),
         ("Invalid request from ip=203.0.113.9: bad header", "203.0.113.9"),
         ("peer 2001:db8:85a3::8a2e:370:7334 closed", "2001:db8:85a3::8a2e:370:7334"),
         ("peer ::1 closed", "::1"),

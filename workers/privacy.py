@@ -17,10 +17,14 @@ PUBLIC_FIELDS = ("id", "post_id", "parent_id", "author", "url", "comment", "crea
 # Deliberately broad: a false positive in a log line costs nothing, a leak costs trust.
 # Bounded like real addresses (64-character local part, 253-character domain), so a long
 # run without a dot cannot make a failed match rescan it from every start (quadratic).
-# The top-level domain may be in any script (validation accepts "jane@пример.рф") or punycode;
-# the local part stops at "/" so a logged path keeps its route ("/api/v1/comments/[email …]").
+# The top-level domain may be in any script (validation accepts "jane@пример.рф"), hold
+# digits and dashes ("example.c0m" is a valid address too) or be punycode; the local part
+# stops at "/" so a logged path keeps its route ("/api/v1/comments/[email …]"). Only ASCII
+# whitespace ends an address: gunicorn logs a UTF-8 path read as Latin-1, whose characters
+# include U+0085 and U+00A0, which \s would take for spaces and so let the address through.
+_NOT_IN_ADDRESS = " \t\n\r\f\v@<>\"'(),;:"
 EMAIL_PATTERN = re.compile(
-    r"[^\s@<>\"'(),;:/]{1,64}@[^\s@<>\"'(),;:]{1,253}\.(?:xn--[A-Za-z0-9-]{1,59}|[^\W\d_]{2,})"
+    rf"[^{_NOT_IN_ADDRESS}/]{{1,64}}@[^{_NOT_IN_ADDRESS}]{{1,253}}\.[^{_NOT_IN_ADDRESS}/?#.]{{2,63}}"
 )
 # Client addresses: the app logs none, but servers and libraries around it may (gunicorn's
 # "Invalid request from ip=…"). IPv6 needs eight groups or a "::", so times never match.
