@@ -7,7 +7,7 @@ import json
 import click
 
 from workers.celery_app import create_celery
-from workers.moderation import ROLES, create_token, revoke_tokens
+from workers.moderation import ROLES, check_token_name, create_token, revoke_tokens
 from workers.runtime import Runtime
 from workers.settings import ConfigError, Settings
 from workers.tasks import apply_retention
@@ -30,8 +30,20 @@ def tokens() -> None:
     """Create, list and revoke named moderator tokens."""
 
 
+def _token_name(value: str) -> str:
+    try:
+        return check_token_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @tokens.command("create")
-@click.option("--name", required=True, help="Who the token is for (shown in the audit log).")
+@click.option(
+    "--name",
+    required=True,
+    callback=lambda _ctx, _param, value: _token_name(value),
+    help="Who the token is for (shown in the audit log): letters, digits, '.', '_', '-'.",
+)
 @click.option("--role", type=click.Choice(ROLES), default="moderator", show_default=True)
 def tokens_create(name: str, role: str) -> None:
     """Create a token; it is printed once and stored only as a hash."""

@@ -114,6 +114,22 @@ def test_cli_creates_lists_and_revokes_tokens(
     run("tokens", "revoke", "bob")
     assert client.get("/api/v1/moderation/queue", headers=headers).status_code == 401
 
+    # Names the service acts under, empty names and control characters are refused: a
+    # moderator named "operator" would share the bootstrap admin's undo stack, one named
+    # "model" would pass for the classifier in the audit log.
+    for name in ("operator", "Model", "retention", "", "x\ny", "two words"):
+        done = subprocess.run(
+            [*admin, "tokens", "create", "--name", name],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and "--name" in done.stderr, (name, done.stderr)
+    names = [line.split("\t")[0] for line in run("tokens", "list").splitlines()]
+    assert not {"operator", "Model", "retention", "", "x"} & set(names)
+
 
 def test_queue_filters_and_sorts(
     client: FlaskClient, settings: Settings, tokens: dict[str, dict[str, str]]

@@ -110,6 +110,7 @@ def test_moderator_labels_retrain_and_promote_change_the_live_model(
     assert {r["comment_id"] for r in rows} == set(ids)
     assert all(r["spam"] == 1 and r["toxic"] == 0 for r in rows)
     assert "example.com" not in labels.read_text()
+    assert labels.stat().st_mode & 0o777 == 0o600  # comment text: its owner's eyes only
 
     registry = str(settings.model_dir)
     out = run_cli(

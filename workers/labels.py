@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,17 @@ def moderator_labels(store: CommentStore, since_us: int | None = None) -> Iterat
 
 
 def export_labels(store: CommentStore, out: Path) -> int:
-    """Write moderator labels as JSONL to out; return how many rows."""
+    """Write moderator labels as JSONL to out; return how many rows.
+
+    The file holds readers' comments (personal data), so only its owner may read it (0600),
+    whatever the umask.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     tmp = out.with_suffix(out.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
+    tmp.unlink(missing_ok=True)  # a left-over from a crash may carry looser permissions
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(descriptor, "w", encoding="utf-8") as handle:
         for row in moderator_labels(store):
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1

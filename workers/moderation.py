@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -200,10 +201,29 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# Names the service itself acts under in audit entries and decided_by: a moderator named
+# "model" would pass for the classifier, one named "operator" would share the bootstrap
+# admin's undo stack (undo is kept per name).
+RESERVED_NAMES = frozenset({"operator", "model", "retention"})
+_NAME_RE = re.compile(r"[\w.-]{1,64}")
+
+
+def check_token_name(name: str) -> str:
+    """Return the name if a moderator may go by it, else raise ValueError saying why."""
+    if not _NAME_RE.fullmatch(name):
+        raise ValueError(
+            "name must be 1-64 letters, digits, '.', '_' or '-' (it is shown in the audit log)"
+        )
+    if name.casefold() in RESERVED_NAMES:
+        raise ValueError(f"name {name!r} is reserved for the service's own actions")
+    return name
+
+
 def create_token(store: CommentStore, name: str, role: Role) -> str:
     """Create a named moderator token and return it (shown once, stored hashed)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
+    check_token_name(name)
     token = "mod_" + secrets.token_urlsafe(32)
     store.save_token(token_digest(token), {"name": name, "role": role, "created_at": iso_now()})
     return token
