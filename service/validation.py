@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import unicodedata
@@ -36,6 +37,18 @@ LABELS = {
 POST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*\Z")
 # Control characters other than tab and newlines never belong in a comment.
 _CONTROL = {chr(c) for c in range(32) if chr(c) not in "\t\n\r"} | {"\x7f"}
+# Free text stored in NFC, the form the model scores and moderators search. NFC can lengthen
+# text (U+0958 becomes U+0915 U+093C), so it happens before the length check. Email is
+# normalised (and its limit checked on the result) by email-validator; post ids are ASCII;
+# a Website is stored as given (normalising could change where a link goes).
+NFC_FIELDS = ("comment", "author")
+# Bidi embedding, override and isolate controls. In a name they reverse how a moderator or
+# reader sees the text around it ("\u202e" turns what follows right-to-left). The marks
+# U+200E, U+200F and U+061C override nothing, and RTL scripts need no control, so they stay.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# A host name in a Website: ASCII (punycode included) fast, anything else label by label.
+_ASCII_HOST = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?\Z")
+_WHITESPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True)
@@ -69,18 +82,30 @@ def validate_submission(
             errors[name] = f"{LABELS[name]} must be text."
             continue
         text = raw.strip() if name != "comment" else _strip_comment(raw)
-        if name in REQUIRED and not text:
+        typed = len(text)
+        if name in NFC_FIELDS:
+            # Normalise before any check, so every check sees the text that will be stored.
+            text = unicodedata.normalize("NFC", text).strip()
+        if name in REQUIRED and not _has_visible(text):
             errors[name] = f"{LABELS[name]} is required."
             continue
         limit = MAX_LENGTH.get(name)
         if limit is not None and len(text) > limit:
+            # Say when normalisation made the difference, or "got" would not match the input.
+            how = " after Unicode normalisation" if len(text) != typed else ""
             errors[name] = (
-                f"{LABELS[name]} must be at most {limit:,} characters (got {len(text):,})."
+                f"{LABELS[name]} must be at most {limit:,} characters (got {len(text):,}{how})."
             )
             continue
         bad = _CONTROL if name == "comment" else _CONTROL | {"\t", "\n", "\r"}
         if any(ch in bad for ch in text):
             errors[name] = f"{LABELS[name]} contains control characters."
+            continue
+        if name == "author" and not _BIDI_CONTROLS.isdisjoint(text):
+            errors[name] = (
+                f"{LABELS[name]} contains invisible text-direction controls "
+                "(such as a right-to-left override); please type it again without them."
+            )
             continue
         clean[name] = text
 
@@ -106,7 +131,7 @@ def validate_submission(
     honeypot = values.get(HONEYPOT_FIELD)
     return Submission(
         post_id=clean["post_id"],
-        comment=unicodedata.normalize("NFC", clean["comment"]),
+        comment=clean["comment"],
         author=clean["author"],
         email=clean["email"],
         url=clean.get("url", ""),
@@ -119,6 +144,14 @@ def validate_submission(
 
 def _strip_comment(text: str) -> str:
     return text.replace("\r\n", "\n").strip()
+
+
+def _has_visible(text: str) -> bool:
+    """Whether text shows anything: a required field of only whitespace and format characters
+    (category Cf: zero-width spaces, BOMs, bidi controls) would be stored and displayed as
+    nothing. A ZWJ emoji sequence or an RTL name has visible characters around its Cf ones."""
+    # Stops at the first visible character, so ordinary text costs a character or two.
+    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
 
 
 def _checked_email(email: str) -> tuple[str, str | None]:
@@ -135,6 +168,13 @@ def _checked_email(email: str) -> tuple[str, str | None]:
 
 
 def _url_problem(url: str) -> str | None:
+    """Return why a Website cannot be published as a link, or None.
+
+    urlsplit is lenient: it keeps spaces in a host and only complains about a port when asked,
+    so both are checked here, as is every character of the host."""
+    if _WHITESPACE.search(url):
+        # Never part of a URL (a browser would cut or re-encode it); the stored link would break.
+        return "Website must not contain spaces."
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -143,7 +183,41 @@ def _url_problem(url: str) -> str | None:
         return "Website must start with http:// or https://."
     if not parts.hostname:
         return "Website must include a host name."
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or over 65535
+        port = 0
+    if port is not None and not 1 <= port <= 65535:
+        return "Website has an invalid port (it must be a number from 1 to 65535)."
+    bracketed = parts.netloc.rpartition("@")[2].startswith("[")
+    if not _valid_host(parts.hostname, bracketed=bracketed):
+        return "Website has an invalid host name."
     return None
+
+
+def _valid_host(host: str, *, bracketed: bool) -> bool:
+    """Whether a (lower-cased) host is an IP address or dot-separated labels of letters, marks,
+    digits, hyphens and underscores. Letters and marks may be non-ASCII: IDN hosts such as
+    bücher.example are written that way (the browser converts them to punycode)."""
+    if bracketed:
+        # urlsplit has not checked what is inside [...] on every Python 3.11 release.
+        try:
+            return ipaddress.ip_address(host).version == 6
+        except ValueError:
+            return False
+    if host.isascii():
+        return _ASCII_HOST.match(host) is not None
+    labels = host.split(".")
+    if labels[-1] == "":  # a fully qualified name's final dot
+        labels.pop()
+    return all(label and all(_host_char(ch) for ch in label) for label in labels)
+
+
+def _host_char(ch: str) -> bool:
+    if ch.isascii():
+        return ch.isalnum() or ch in "-_"
+    category = unicodedata.category(ch)
+    return category[0] in "LM" or category == "Nd"
 
 
 class EdgeJSONProvider(DefaultJSONProvider):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.validation import Invalid, validate_submission
+from service.validation import LABELS, Invalid, validate_submission
 from workers.intake import Submission
 
 VALID = {
@@ -104,3 +104,120 @@ def test_the_form_token_signal_is_carried_to_the_submission() -> None:
     assert isinstance(result, Submission) and result.form_token == "missing"
     plain = validate_submission(VALID)
     assert isinstance(plain, Submission) and plain.form_token == ""
+
+
+def test_length_is_checked_on_the_normalised_text_that_is_stored() -> None:
+    # NFC turns U+0958 into two characters (U+0915 U+093C): the limit is on what is stored.
+    errors = errors_of({**VALID, "comment": "\u0958" * 65_525, "author": "\u0958" * 245})
+    assert set(errors) == {"comment", "author"}
+    assert "65,525" in errors["comment"] and "131,050" in errors["comment"]
+    assert "245" in errors["author"] and "490" in errors["author"]
+    at_limit = validate_submission(
+        {**VALID, "comment": "\u0958" * 32_762, "author": "\u0958" * 122}
+    )
+    assert isinstance(at_limit, Submission)
+    assert at_limit.comment == "\u0915\u093c" * 32_762  # stored normalised, within the limit
+    assert at_limit.author == "\u0915\u093c" * 122
+
+
+def test_names_are_stored_normalised() -> None:
+    result = validate_submission({**VALID, "author": "Jose\u0301", "comment": "cafe\u0301"})
+    assert isinstance(result, Submission)
+    assert (result.author, result.comment) == ("Jos\u00e9", "caf\u00e9")
+
+
+def test_stored_email_stays_within_its_limit_after_normalisation() -> None:
+    # email-validator checks the normalised address too: 80 x U+0958 become 160 characters.
+    assert "email" in errors_of({**VALID, "email": "\u0958" * 80 + "@example.com"})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("comment", "\u200b\u200b"),
+        ("comment", "\ufeff"),
+        ("comment", " \u200d\u2060\n\u00a0\u3000"),
+        ("author", "\u202e\u200b"),
+        ("author", "\u200e\u200f"),
+        ("post_id", "\u200b"),
+        ("email", "\ufeff"),
+    ],
+)
+def test_invisible_only_text_counts_as_missing(field: str, value: str) -> None:
+    errors = errors_of({**VALID, field: value})
+    assert list(errors) == [field]
+    assert errors[field] == f"{LABELS[field]} is required."
+
+
+@pytest.mark.parametrize(
+    "control", [*map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))]
+)
+def test_text_direction_controls_are_refused_in_names(control: str) -> None:
+    errors = errors_of({**VALID, "author": f"Jane{control} Reader"})
+    assert list(errors) == ["author"]
+    assert errors["author"].startswith("Name ") and "direction" in errors["author"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u0644\u064a\u0644\u0649 \u0639\u0628\u062f \u0627\u0644\u0644\u0647",  # Arabic name
+        "\u05d3\u05d5\u05d3 \u05dc\u05d5\u05d9",  # Hebrew name
+        "Jane \U0001f468\u200d\U0001f469\u200d\U0001f467",  # family emoji (ZWJ sequence)
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467",  # the emoji alone is visible content
+        "Jane\u200f Reader",  # a right-to-left mark only marks, it overrides nothing
+    ],
+)
+def test_right_to_left_scripts_and_emoji_sequences_stay_valid(text: str) -> None:
+    result = validate_submission({**VALID, "author": text, "comment": text})
+    assert isinstance(result, Submission), result
+    assert (result.author, result.comment) == (text, text)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://exa mple.com",
+        "https://example.com/a b",
+        "https://example.com/a\u00a0b",
+        "https://example.com/?q=a\u3000b",
+        "https://x.com:99999/",
+        "https://x.com:0/",
+        "https://x.com:abc/",
+        "https://x.com:+80/",
+        "http://exa%20mple.com/",
+        "http://exa_<mple.com/",
+        "http://a..b/",
+        "http://./",
+        "http://ex\u200bample.com/",
+        "http://exa\u202emple.com/",
+        "http://[v1.fe]/",
+    ],
+)
+def test_malformed_website_urls_are_refused(url: str) -> None:
+    errors = errors_of({**VALID, "url": url})
+    assert list(errors) == ["url"]
+    assert errors["url"].startswith("Website ")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com",
+        "https://Example.COM./path?q=1#top",
+        "http://example.com:8080/",
+        "https://x.com:/",
+        "https://user:secret@example.com/",
+        "http://192.0.2.1/",
+        "http://[2001:db8::1]:443/",
+        "https://b\u00fccher.example/",
+        "https://xn--bcher-kva.example/",
+        "https://\u0939\u093f\u0902\u0926\u0940.example/",  # marks inside a Devanagari label
+        "https://my_site.example/",
+        "https://example.com/\u00fcber?x=\u00e9",
+    ],
+)
+def test_ordinary_website_urls_stay_valid(url: str) -> None:
+    result = validate_submission({**VALID, "url": url})
+    assert isinstance(result, Submission), result
+    assert result.url == url
