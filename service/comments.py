@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from service import services
 from service.errors import problem, wants_html
@@ -95,9 +95,36 @@ def _form_token_signal(token: Any) -> tuple[FormToken | None, float | None]:
     return state, seconds
 
 
+def _body_cut_off() -> bool:
+    """Return True when a body sent without Content-Length (chunked) was over the size limit.
+
+    Werkzeug refuses a Content-Length over MAX_CONTENT_LENGTH (413) before reading. A streamed
+    body, which it reads only when the server ends the stream (wsgi.input_terminated: gunicorn
+    always does), is read up to the limit and then ends as if it were complete, so the JSON or
+    form would be parsed cut short. Call only once the body has been read: one more byte from
+    the server's stream tells a body of exactly the limit from a longer one.
+    """
+    if "body_cut_off" not in g:
+        environ = request.environ
+        cut_off = False
+        if (
+            request.content_length is None
+            and request.max_content_length is not None
+            and environ.get("wsgi.input_terminated")
+        ):
+            try:
+                cut_off = bool(environ["wsgi.input"].read(1))
+            except (OSError, ValueError):  # e.g. the client hung up past the limit
+                cut_off = True
+        g.body_cut_off = cut_off
+    return bool(g.body_cut_off)
+
+
 def _parse_body() -> tuple[dict[str, Any] | None, Response | None]:
     if request.mimetype == "application/json":
         raw = request.get_data(cache=True)
+        if _body_cut_off():
+            raise RequestEntityTooLarge()
         try:
             # The app's provider: it also refuses unpaired surrogate escapes ("\ud800").
             body = current_app.json.loads(raw)
@@ -108,7 +135,10 @@ def _parse_body() -> tuple[dict[str, Any] | None, Response | None]:
             return None, problem(400, "Bad Request", "The JSON body must be an object of fields.")
         return body, None
     if request.mimetype in FORM_TYPES:
-        return request.form.to_dict(flat=True), None
+        form = request.form.to_dict(flat=True)
+        if _body_cut_off():
+            raise RequestEntityTooLarge()
+        return form, None
     return None, problem(
         415,
         "Unsupported Media Type",
@@ -181,6 +211,22 @@ def _fix_page(errors: dict[str, str], values: Mapping[str, Any], back_to: str | 
     return Response(page, status=422, mimetype="text/html")
 
 
+def _received_page(comment_id: str, *, duplicate: bool) -> Response:
+    """Return the "comment received" page, for a browser with no article to go back to.
+
+    A duplicate (409) says the comment was already received and, unlike a new one, need not
+    be awaiting moderation any more: the page tells what it knows of the original.
+    """
+    status = "pending"
+    if duplicate:
+        original = services().runtime.store.get(comment_id)
+        status = str(original.get("status", "")) if original is not None else ""
+    page = render_template(
+        "received.html", comment_id=comment_id, duplicate=duplicate, comment_status=status
+    )
+    return Response(page, status=409 if duplicate else 202, mimetype="text/html")
+
+
 @bp.context_processor
 def reader_draft() -> dict[str, str]:
     """Give error pages of a browser's form post the reader's text and a way back to the article.
@@ -192,6 +238,8 @@ def reader_draft() -> dict[str, str]:
         return {}
     try:
         form: Mapping[str, Any] = request.form
+        if _body_cut_off():  # what was read is only the start of the body: show none of it
+            form = {}
     except HTTPException:  # the body was over the size limit: none of it was read
         form = {}
     draft = form.get("comment")
@@ -233,25 +281,22 @@ def submit() -> Response | tuple[Response, int]:
     accepted = accept_comment(
         svc.runtime, svc.celery, result, request_id=g.request_id, client_ip=request.remote_addr
     )
+    # A duplicate's id is the original's: a browser's double submit lands on that comment.
+    # Its 303 looks like a first post's; g.duplicate_of lets the metrics tell them apart.
+    g.duplicate_of = accepted.duplicate_of
     status_url = url_for("comments.status", comment_id=accepted.id)
+    if browser:
+        if back_to:
+            target = pending_redirect_target(back_to, accepted.id)
+            return redirect(target, code=303)  # type: ignore[return-value]
+        return _received_page(accepted.id, duplicate=accepted.duplicate_of is not None)
     if accepted.duplicate_of is not None:
-        if browser:
-            return Response(
-                render_template("received.html", comment_id=accepted.id), 409, mimetype="text/html"
-            )
         return problem(
             409,
             "Conflict",
             "The same comment was already submitted.",
             id=accepted.duplicate_of,
             status_url=status_url,
-        )
-    if browser:
-        if back_to:
-            target = pending_redirect_target(back_to, accepted.id)
-            return redirect(target, code=303)  # type: ignore[return-value]
-        return Response(
-            render_template("received.html", comment_id=accepted.id), 202, mimetype="text/html"
         )
     response = Response(
         json.dumps({"id": accepted.id, "status": accepted.status, "status_url": status_url}),

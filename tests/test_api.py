@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
+from urllib.parse import urlencode
 
 import redis as redis_lib
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from service import create_app
 from tests.conftest import MODERATOR_TOKEN
@@ -407,3 +410,118 @@ def test_a_malformed_reply_id_is_dropped_instead_of_refused_forever(client: Flas
         headers=BROWSER,
     )
     assert again.status_code == 303
+
+
+def _chunked(client: FlaskClient, body: bytes, content_type: str, **headers: str) -> TestResponse:
+    """POST a body as gunicorn passes a chunked one: no length, a stream the server ends."""
+    return client.post(
+        "/api/v1/comments",
+        input_stream=io.BytesIO(body),
+        content_type=content_type,
+        headers={"Transfer-Encoding": "chunked", **headers},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_read_cut_short(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """Without Content-Length the body used to be read up to the limit and parsed as if it
+    were complete: a 400 for JSON, a 422 for a long form, a 202 without a trailing field."""
+    client = create_app(
+        settings.with_overrides(max_content_length=2048), configure_logs=False
+    ).test_client()
+    form = "application/x-www-form-urlencoded"
+    over = {
+        "json": (json.dumps({**FORM, "comment": "x" * 5000}).encode(), "application/json"),
+        "form": (urlencode({**FORM, "comment": "x" * 5000}).encode(), form),
+        "trailing field": (urlencode({**FORM, "zz": "x" * 5000}).encode(), form),
+    }
+    for name, (body, content_type) in over.items():
+        response = _chunked(client, body, content_type)
+        assert response.status_code == 413, (name, response.get_data(as_text=True))
+        assert response.mimetype == "application/problem+json"
+    assert not list(redis.scan_iter("mod:c:*"))  # nothing was stored
+    # Up to the limit itself is accepted, as it is with a Content-Length.
+    exact = json.dumps(FORM).encode()
+    exact += b" " * (2048 - len(exact))
+    assert _chunked(client, exact, "application/json").status_code == 202
+    assert _chunked(client, exact + b" ", "application/json").status_code == 413
+    assert _chunked(client, urlencode(FORM).encode(), form).status_code == 202
+
+
+def test_a_browser_gets_the_same_too_long_page_for_a_chunked_body(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    client = create_app(
+        settings.with_overrides(max_content_length=2048), configure_logs=False
+    ).test_client()
+    draft = {**FORM, "comment": "My long draft. " * 300}
+    headers = {**BROWSER, "Referer": "http://localhost/news/budget"}
+    with_length = client.post("/api/v1/comments", data=draft, headers=headers)
+    chunked = _chunked(
+        client, urlencode(draft).encode(), "application/x-www-form-urlencoded", **headers
+    )
+    assert (with_length.status_code, chunked.status_code) == (413, 413)
+    page = chunked.get_data(as_text=True)
+    assert page == with_length.get_data(as_text=True)
+    assert "Your comment is too long to send" in page and "My long draft" not in page
+    assert 'href="http://localhost/news/budget"' in page
+
+
+def test_a_double_submit_goes_back_to_the_article_and_lands_on_the_first_comment(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    client = create_app(
+        settings.with_overrides(duplicate_window_seconds=600), configure_logs=False
+    ).test_client()
+    form = {**FORM, "post_id": "demo-article"}
+    first = client.post("/api/v1/comments", data={**form, "redirect_to": "/"}, headers=BROWSER)
+    assert first.status_code == 303
+    comment_id = _location_id(first.headers["Location"])
+    # The second click of a double click, sent back by the Referer alone.
+    again = client.post("/api/v1/comments", data=form, headers={**BROWSER, "Referer": "/"})
+    assert again.status_code == 303
+    assert again.headers["Location"] == first.headers["Location"]
+    assert len([k for k in redis.scan_iter("mod:c:*") if k.count(":") == 2]) == 1
+    # Once the comment is published, a late resubmit still lands on it, now shown.
+    approved = client.post(
+        f"/api/v1/moderation/comments/{comment_id}/decision",
+        json={"action": "approve"},
+        headers={"Authorization": f"Bearer {MODERATOR_TOKEN}"},
+    )
+    assert approved.status_code == 200, approved.get_data(as_text=True)
+    late = client.post("/api/v1/comments", data={**form, "redirect_to": "/"}, headers=BROWSER)
+    assert late.status_code == 303 and _location_id(late.headers["Location"]) == comment_id
+    page = client.get(late.headers["Location"].split("#")[0]).get_data(as_text=True)
+    assert "Your comment has been published" in page and "awaiting moderation" not in page
+    # A script still gets the 409 problem naming the original.
+    script = client.post("/api/v1/comments", json=form)
+    assert script.status_code == 409 and script.mimetype == "application/problem+json"
+    assert script.get_json()["id"] == comment_id
+    assert script.get_json()["status_url"] == f"/api/v1/comments/{comment_id}"
+
+
+def test_a_double_submit_with_nowhere_to_go_back_says_it_was_already_received(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    client = create_app(
+        settings.with_overrides(duplicate_window_seconds=600), configure_logs=False
+    ).test_client()
+    first = client.post("/api/v1/comments", data=FORM, headers=BROWSER)
+    assert first.status_code == 202
+    comment_id = re.findall(r"Reference: (\w+)", first.get_data(as_text=True))[0]
+    again = client.post("/api/v1/comments", data=FORM, headers=BROWSER)
+    assert again.status_code == 409 and again.mimetype == "text/html"
+    page = again.get_data(as_text=True)
+    assert "already received" in page and "not been posted a second time" in page
+    assert "awaiting moderation" in page and f"Reference: {comment_id}" in page
+    assert "Back button" in page
+    rejected = client.post(
+        f"/api/v1/moderation/comments/{comment_id}/decision",
+        json={"action": "reject"},
+        headers={"Authorization": f"Bearer {MODERATOR_TOKEN}"},
+    )
+    assert rejected.status_code == 200, rejected.get_data(as_text=True)
+    page = client.post("/api/v1/comments", data=FORM, headers=BROWSER).get_data(as_text=True)
+    assert "already received" in page and "awaiting moderation" not in page
