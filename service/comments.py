@@ -142,7 +142,8 @@ def _parse_body() -> tuple[dict[str, Any] | None, Response | None]:
     return None, problem(
         415,
         "Unsupported Media Type",
-        "Send the comment as application/x-www-form-urlencoded or application/json.",
+        "Send the comment as application/x-www-form-urlencoded, multipart/form-data or "
+        "application/json.",
     )
 
 

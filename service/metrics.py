@@ -66,5 +66,8 @@ def install_metrics(app: Flask) -> None:
                 method=method, route=route, status=str(response.status_code)
             ).observe(time.perf_counter() - started)
         if request.endpoint == SUBMIT_ENDPOINT and request.method == "POST":
-            SUBMISSIONS.labels(outcome=submission_outcome(response.status_code)).inc()
+            # A browser's double submit gets the same 303 as a first post: the view says so.
+            duplicate = g.get("duplicate_of") is not None
+            outcome = "duplicate" if duplicate else submission_outcome(response.status_code)
+            SUBMISSIONS.labels(outcome=outcome).inc()
         return response

@@ -97,8 +97,14 @@ def test_a_double_click_counts_as_a_duplicate_not_an_error(
     first = client.post("/api/v1/comments", json=CLEAN)
     again = client.post("/api/v1/comments", json=CLEAN)
     assert (first.status_code, again.status_code) == (202, 409)
+    # A browser's double submit goes back to the article (303) like its first post did.
+    browser = {"Accept": "text/html", "Referer": "http://localhost/article"}
+    form = {**CLEAN, "comment": "Posted from the article page, twice."}
+    posts = [client.post("/api/v1/comments", data=form, headers=browser) for _ in range(2)]
+    assert [p.status_code for p in posts] == [303, 303]
     after = scrape(client)
-    assert grown(before, after, "moderation_submissions_total", outcome="duplicate") == 1
+    assert grown(before, after, "moderation_submissions_total", outcome="duplicate") == 2
+    assert grown(before, after, "moderation_submissions_total", outcome="accepted") == 2
     assert grown(before, after, "moderation_submissions_total", outcome="error") == 0
 
 
