@@ -13,6 +13,7 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from service import services
+from service.abuse import is_moderator
 from service.errors import problem, wants_html
 from service.validation import (
     FORM_TOKEN_FIELD,
@@ -83,11 +84,17 @@ def _form_token_signal(token: Any) -> tuple[FormToken | None, float | None]:
 
     Only an HTML form post (form-encoded) is expected to carry the token our pages and
     GET /api/v1/form-token hand out; JSON clients are scripts and legitimately have none, so a
-    missing or unreadable token from them is no signal at all.
+    missing or unreadable token from them is no signal at all, until the site requires the
+    token: then a bot could skip it just by posting JSON, so anonymous JSON needs it too, and
+    scripts that post for readers authenticate with a moderator token instead.
     """
     state, seconds = check_form_token(token)
     if request.mimetype not in FORM_TYPES:
-        return (state, seconds) if state in ("valid", "expired") else (None, None)
+        if state in ("valid", "expired"):
+            return state, seconds
+        if services().settings.require_form_token and not is_moderator():
+            return state, seconds
+        return None, None
     if state == "missing" and not services().settings.require_form_token:
         # A site whose own form does not carry the token yet: no signal, rather than every
         # comment held. A forged or unreadable token still holds.

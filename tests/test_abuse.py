@@ -355,8 +355,9 @@ def test_form_posts_without_a_valid_form_token_are_held_for_a_moderator(
     settings: Settings, redis: redis_lib.Redis, required: bool
 ) -> None:
     """A bot forging the signed token, or (once the site requires it) leaving it out, does not
-    skip the timing check; a reader who took days (expired token) and JSON clients (no form)
-    are not held for it."""
+    skip the timing check; a reader who took days (expired token) is not held for it. JSON
+    clients need no token until the site requires it; then only an authenticated script does
+    not (otherwise a bot would skip the check by posting JSON)."""
     client = client_for(settings, require_form_token=required)
     runtime = Runtime(settings)
     posts = {
@@ -367,13 +368,19 @@ def test_form_posts_without_a_valid_form_token_are_held_for_a_moderator(
         "valid": {"data": {**FORM, "form_token": _token_signed_ago(settings, 60)}},
         "json": {"json": FORM},
         "json_forged": {"json": {**FORM, "form_token": "nope"}},
+        "json_valid": {"json": {**FORM, "form_token": _token_signed_ago(settings, 60)}},
+        "json_script": {"json": FORM, "auth": True},
     }
     reasons = {}
     for name, kwargs in posts.items():
         comment = f"{FORM['comment']} ({name})"
         body = {**(kwargs.get("data") or kwargs["json"]), "comment": comment}
         key = "data" if "data" in kwargs else "json"
-        response = client.post("/api/v1/comments", **{key: body}, headers=BROWSER)
+        headers = {
+            **BROWSER,
+            **({"Authorization": f"Bearer {MODERATOR_TOKEN}"} if kwargs.get("auth") else {}),
+        }
+        response = client.post("/api/v1/comments", **{key: body}, headers=headers)
         assert response.status_code in (202, 303), (name, response.status_code)
         comment_id = (
             response.get_json()["id"]
@@ -391,5 +398,10 @@ def test_form_posts_without_a_valid_form_token_are_held_for_a_moderator(
         else:  # a site whose form has no token field yet: no signal, not every comment held
             assert not codes & token_codes, (name, reasons[name])
     assert reasons["forged"][0] == "pending" and "form_token_invalid" in reasons["forged"][1]
-    for name in ("expired", "valid", "json", "json_forged"):
+    for name in ("expired", "valid", "json_valid", "json_script"):
         assert not reasons[name][1] & token_codes, (name, reasons[name])
+    for name, code in (("json", "form_token_missing"), ("json_forged", "form_token_invalid")):
+        if required:
+            assert reasons[name][0] == "pending" and code in reasons[name][1], (name, reasons)
+        else:
+            assert not reasons[name][1] & token_codes, (name, reasons[name])
