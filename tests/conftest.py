@@ -166,6 +166,11 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+def client_for(settings: Settings, **overrides: object) -> FlaskClient:
+    """Return a test client of an app with some settings changed (same Redis and model)."""
+    return create_app(settings.with_overrides(**overrides), configure_logs=False).test_client()
+
+
 class WorkerProcess:
     """A real `python -m workers worker` process whose output goes to a file."""
 

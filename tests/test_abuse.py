@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner
 
 from service import create_app
-from tests.conftest import MODERATOR_TOKEN
+from tests.conftest import MODERATOR_TOKEN, client_for
 from workers.pipeline import score_and_decide
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -24,10 +24,6 @@ FORM = {
     "email": "ann@example.com",
 }
 BROWSER = {"Accept": "text/html"}
-
-
-def client_for(settings: Settings, **overrides: object) -> FlaskClient:
-    return create_app(settings.with_overrides(**overrides), configure_logs=False).test_client()
 
 
 @pytest.mark.parametrize(("limit", "low", "high"), [("2/minute", 1, 61), ("2/day", 3600, 86401)])

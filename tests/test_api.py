@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from service import create_app
-from tests.conftest import MODERATOR_TOKEN
+from tests.conftest import MODERATOR_TOKEN, client_for
 from workers.settings import Settings
 
 EMAIL = "jane.reader@example.com"
@@ -312,9 +312,7 @@ def test_rate_limit_and_outage_pages_keep_the_readers_text_and_link_back(
 ) -> None:
     """No JavaScript "go back" link (the CSP blocks it): the text in a box to copy and a plain
     link to the article, only when it is on the same site."""
-    limited = create_app(
-        settings.with_overrides(rate_limit_ip="1/minute"), configure_logs=False
-    ).test_client()
+    limited = client_for(settings, rate_limit_ip="1/minute")
     text = "A reply I spent ten minutes writing."
     form = {**FORM, "comment": text, "redirect_to": "/news/budget"}
     assert limited.post("/api/v1/comments", data=form, headers=BROWSER).status_code == 303
@@ -326,9 +324,7 @@ def test_rate_limit_and_outage_pages_keep_the_readers_text_and_link_back(
     assert "Please wait a minute" in body
     assert "javascript:" not in body
 
-    down = create_app(
-        settings.with_overrides(redis_url="redis://127.0.0.1:1/0"), configure_logs=False
-    ).test_client()
+    down = client_for(settings, redis_url="redis://127.0.0.1:1/0")
     page = down.post("/api/v1/comments", data=form, headers=BROWSER)
     assert page.status_code == 503 and page.headers["Retry-After"]
     body = page.get_data(as_text=True)
@@ -428,9 +424,7 @@ def test_a_chunked_body_over_the_limit_is_413_not_read_cut_short(
 ) -> None:
     """Without Content-Length the body used to be read up to the limit and parsed as if it
     were complete: a 400 for JSON, a 422 for a long form, a 202 without a trailing field."""
-    client = create_app(
-        settings.with_overrides(max_content_length=2048), configure_logs=False
-    ).test_client()
+    client = client_for(settings, max_content_length=2048)
     form = "application/x-www-form-urlencoded"
     over = {
         "json": (json.dumps({**FORM, "comment": "x" * 5000}).encode(), "application/json"),
@@ -453,9 +447,7 @@ def test_a_chunked_body_over_the_limit_is_413_not_read_cut_short(
 def test_a_browser_gets_the_same_too_long_page_for_a_chunked_body(
     settings: Settings, redis: redis_lib.Redis
 ) -> None:
-    client = create_app(
-        settings.with_overrides(max_content_length=2048), configure_logs=False
-    ).test_client()
+    client = client_for(settings, max_content_length=2048)
     draft = {**FORM, "comment": "My long draft. " * 300}
     headers = {**BROWSER, "Referer": "http://localhost/news/budget"}
     with_length = client.post("/api/v1/comments", data=draft, headers=headers)
@@ -472,9 +464,7 @@ def test_a_browser_gets_the_same_too_long_page_for_a_chunked_body(
 def test_a_double_submit_goes_back_to_the_article_and_lands_on_the_first_comment(
     settings: Settings, redis: redis_lib.Redis
 ) -> None:
-    client = create_app(
-        settings.with_overrides(duplicate_window_seconds=600), configure_logs=False
-    ).test_client()
+    client = client_for(settings, duplicate_window_seconds=600)
     form = {**FORM, "post_id": "demo-article"}
     first = client.post("/api/v1/comments", data={**form, "redirect_to": "/"}, headers=BROWSER)
     assert first.status_code == 303
@@ -505,9 +495,7 @@ def test_a_double_submit_goes_back_to_the_article_and_lands_on_the_first_comment
 def test_a_double_submit_with_nowhere_to_go_back_says_it_was_already_received(
     settings: Settings, redis: redis_lib.Redis
 ) -> None:
-    client = create_app(
-        settings.with_overrides(duplicate_window_seconds=600), configure_logs=False
-    ).test_client()
+    client = client_for(settings, duplicate_window_seconds=600)
     first = client.post("/api/v1/comments", data=FORM, headers=BROWSER)
     assert first.status_code == 202
     comment_id = re.findall(r"Reference: (\w+)", first.get_data(as_text=True))[0]

@@ -11,8 +11,7 @@ import redis as redis_lib
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import create_app
-from tests.conftest import MODERATOR_TOKEN, Stack, wait_for
+from tests.conftest import MODERATOR_TOKEN, Stack, client_for, wait_for
 from workers.embedded_redis import free_port
 from workers.settings import Settings
 
@@ -91,8 +90,7 @@ def test_api_metrics_count_submissions_by_outcome_time_requests_and_show_queue_d
 def test_a_double_click_counts_as_a_duplicate_not_an_error(
     settings: Settings, redis: redis_lib.Redis
 ) -> None:
-    app = create_app(settings.with_overrides(duplicate_window_seconds=600), configure_logs=False)
-    client = app.test_client()
+    client = client_for(settings, duplicate_window_seconds=600)
     before = scrape(client)
     first = client.post("/api/v1/comments", json=CLEAN)
     again = client.post("/api/v1/comments", json=CLEAN)
@@ -112,8 +110,7 @@ def test_a_metrics_token_keeps_metrics_from_anyone_without_it(
     settings: Settings, redis: redis_lib.Redis
 ) -> None:
     """With MODERATION_METRICS_TOKEN set, only a scraper holding it reads /metrics."""
-    app = create_app(settings.with_overrides(metrics_token="scrape-s3cret"), configure_logs=False)
-    client = app.test_client()
+    client = client_for(settings, metrics_token="scrape-s3cret")
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
         response = client.get("/metrics", headers=headers)
         assert response.status_code == 401

@@ -8,7 +8,7 @@ import time
 import redis as redis_lib
 from flask.testing import FlaskClient
 
-from tests.conftest import wait_for
+from tests.conftest import client_for, wait_for
 from workers.embedded_redis import EmbeddedRedis
 from workers.erasure import purge_expired
 from workers.moderation import create_token
@@ -227,10 +227,8 @@ def test_erasure_removes_duplicate_fingerprints_so_a_resubmission_is_new(
 ) -> None:
     """With duplicate detection on, erasure leaves no fingerprint: the same client sending
     the same text again is a new comment, not a 409 naming the erased one."""
-    from service import create_app
 
-    app = create_app(settings.with_overrides(duplicate_window_seconds=600), configure_logs=False)
-    client = app.test_client()
+    client = client_for(settings, duplicate_window_seconds=600)
     runtime = Runtime(settings)
     admin = {"Authorization": "Bearer " + create_token(runtime.store, "dpo", "admin")}
     reader = {"REMOTE_ADDR": "203.0.113.50"}
