@@ -28,6 +28,7 @@ from workers.privacy import redact_log_text
         ("from x@xn--e1afmkfd.xn--p1ai", "x@xn--e1afmkfd.xn--p1ai"),
         ("GET /api/v1/comments/jane@example.c0m HTTP/1.1", "example.c0m"),  # digits in the TLD
         ("from jane@sub.example.ab-c", "ab-c"),
+        ("from o'brien@example.com", "brien"),  # an apostrophe is valid in the local part
         # gunicorn logs a UTF-8 path read as Latin-1 ("мох" holds U+0085 there, a \s space).
         *(
             (f"GET /api/v1/comments/{garbled} HTTP/1.1", garbled)

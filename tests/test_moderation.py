@@ -117,7 +117,7 @@ def test_cli_creates_lists_and_revokes_tokens(
     # Names the service acts under, empty names and control characters are refused: a
     # moderator named "operator" would share the bootstrap admin's undo stack, one named
     # "model" would pass for the classifier in the audit log.
-    for name in ("operator", "Model", "retention", "", "x\ny", "two words"):
+    for name in ("operator", "Model", "retention", "", "x\ny", "two words", "m\u043ederator"):
         done = subprocess.run(
             [*admin, "tokens", "create", "--name", name],
             env=env,

@@ -32,6 +32,11 @@ from workers.settings import ConfigError, Settings
         ("MODERATION_SITE_ORIGINS", "https://news.example.com,news.example.com"),
         ("MODERATION_SITE_ORIGINS", "https://news.example.com/articles"),
         ("MODERATION_SITE_ORIGINS", "https://news.example.com:99999"),
+        ("MODERATION_SITE_ORIGINS", "https://*.example.com"),  # flask-cors: a regex
+        ("MODERATION_SITE_ORIGINS", "https://news.example.com:"),
+        ("MODERATION_SITE_ORIGINS", "https://news example.com"),
+        ("MODERATION_RATE_LIMIT_IP", "0/minute"),
+        ("MODERATION_REPEAT_WINDOW_SECONDS", "99999999999999"),
     ],
 )
 def test_out_of_range_values_are_refused_naming_the_variable(variable: str, value: str) -> None:
@@ -62,6 +67,14 @@ def test_out_of_range_values_are_refused_naming_the_variable(variable: str, valu
             "site_origins",
             ("https://news.example.com", "http://localhost:8080"),
         ),
+        # As browsers send them: lower case, punycode, no default port.
+        (
+            "MODERATION_SITE_ORIGINS",
+            "HTTPS://News.Example.com:443,https://bücher.example,http://x.example:80",
+            "site_origins",
+            ("https://news.example.com", "https://xn--bcher-kva.example", "http://x.example"),
+        ),
+        ("MODERATION_LOG_LEVEL", "warn", "log_level", "WARNING"),
     ],
 )
 def test_values_in_range_are_read(variable: str, value: str, field: str, expected: object) -> None:

@@ -205,7 +205,8 @@ def token_digest(token: str) -> str:
 # "model" would pass for the classifier, one named "operator" would share the bootstrap
 # admin's undo stack (undo is kept per name).
 RESERVED_NAMES = frozenset({"operator", "model", "retention"})
-_NAME_RE = re.compile(r"[\w.-]{1,64}")
+# ASCII only: "model" spelled with a Cyrillic "o" would otherwise pass for the model.
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def check_token_name(name: str) -> str:

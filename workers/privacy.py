@@ -18,13 +18,15 @@ PUBLIC_FIELDS = ("id", "post_id", "parent_id", "author", "url", "comment", "crea
 # Bounded like real addresses (64-character local part, 253-character domain), so a long
 # run without a dot cannot make a failed match rescan it from every start (quadratic).
 # The top-level domain may be in any script (validation accepts "jane@пример.рф"), hold
-# digits and dashes ("example.c0m" is a valid address too) or be punycode; the local part
-# stops at "/" so a logged path keeps its route ("/api/v1/comments/[email …]"). Only ASCII
-# whitespace ends an address: gunicorn logs a UTF-8 path read as Latin-1, whose characters
-# include U+0085 and U+00A0, which \s would take for spaces and so let the address through.
-_NOT_IN_ADDRESS = " \t\n\r\f\v@<>\"'(),;:"
+# digits and dashes ("example.c0m" is a valid address too) or be punycode. The local part
+# stops at "/", so a logged path keeps its route ("/api/v1/comments/[email …]"), and takes in
+# an apostrophe ("o'brien@…"). Only ASCII whitespace ends an address: gunicorn logs a UTF-8
+# path read as Latin-1, whose characters include U+0085 and U+00A0, which \s would take for
+# spaces and so let the address through.
+_NOT_IN_DOMAIN = " \t\n\r\f\v@<>\"'(),;:"
+_NOT_IN_LOCAL = ' \t\n\r\f\v@<>"(),;:/'
 EMAIL_PATTERN = re.compile(
-    rf"[^{_NOT_IN_ADDRESS}/]{{1,64}}@[^{_NOT_IN_ADDRESS}]{{1,253}}\.[^{_NOT_IN_ADDRESS}/?#.]{{2,63}}"
+    rf"[^{_NOT_IN_LOCAL}]{{1,64}}@[^{_NOT_IN_DOMAIN}]{{1,253}}\.[^{_NOT_IN_DOMAIN}/?#.]{{2,63}}"
 )
 # Client addresses: the app logs none, but servers and libraries around it may (gunicorn's
 # "Invalid request from ip=…"). IPv6 needs eight groups or a "::", so times never match.

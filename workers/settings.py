@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -179,9 +180,16 @@ _POSITIVE = {
 
 
 # Upper bounds: a default page larger than any page a client may ask for would be odd.
-_AT_MOST = {"page_size": 200}
+_AT_MOST = {
+    "page_size": 200,
+    # Windows Redis keeps entries for: a month is plenty, and far larger values overflow
+    # the intake script's arithmetic.
+    "duplicate_window_seconds": 30 * 86400,
+    "repeat_window_seconds": 30 * 86400,
+}
 _RATE_LIMITS = {"rate_limit_ip", "rate_limit_author"}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}  # Python's own spellings
 
 
 def _parse_rate_limit(raw: str) -> str:
@@ -193,7 +201,9 @@ def _parse_rate_limit(raw: str) -> str:
     if not raw.strip():
         return ""
     try:
-        limits.parse_many(raw)
+        parsed = limits.parse_many(raw)
+        if any(item.amount < 1 for item in parsed):
+            raise ValueError("zero")  # "0/minute" would refuse every post
     except ValueError:
         raise ValueError(
             "must be rate limits like '10/minute;200/day' (per second, minute, hour, day, "
@@ -203,17 +213,37 @@ def _parse_rate_limit(raw: str) -> str:
 
 
 def _parse_origin(raw: str) -> str:
-    """Return a site origin (scheme://host[:port]) as browsers send it, or refuse it."""
-    parts = urlsplit(raw)
+    """Return a site origin exactly as browsers send it in Origin, or refuse it.
+
+    Browsers send scheme://host[:port] with the host lower-cased and in punycode, and no
+    default port; an origin written any other way would never match. Only hostname characters
+    are allowed: flask-cors reads an origin holding regex characters ("https://*.example.com")
+    as a pattern anchored only at the start, which would admit attacker sites.
+    """
+    invalid = ValueError(f"{raw!r} is not an origin like https://news.example.com")
+    parts = urlsplit(raw.strip())
     try:
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
+        port = parts.port
     except ValueError:
         raise ValueError(f"{raw!r} has an invalid port") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise ValueError(f"{raw!r} is not an origin like https://news.example.com")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError(f"{raw!r} is not an origin like https://news.example.com")
-    return f"{parts.scheme}://{parts.netloc}"
+    if parts.scheme.lower() not in ("http", "https") or parts.path not in ("", "/"):
+        raise invalid
+    if parts.query or parts.fragment or parts.username or parts.password or not parts.hostname:
+        raise invalid
+    try:
+        host = parts.hostname.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise invalid from None
+    if not _ORIGIN_HOST_RE.fullmatch(host) or parts.netloc.endswith(":"):
+        raise invalid
+    scheme = parts.scheme.lower()
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
+
+
+_ORIGIN_HOST_RE = re.compile(
+    r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
 
 
 # Settings that travel as bearer tokens in an Authorization header.
@@ -241,9 +271,11 @@ def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
     if name in _RATE_LIMITS:
         return _parse_rate_limit(raw)
     if name == "log_level":
-        if raw.strip().upper() not in _LOG_LEVELS:
+        level = raw.strip().upper()
+        level = _LOG_LEVEL_ALIASES.get(level, level)
+        if level not in _LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
-        return raw.strip().upper()
+        return level
     if isinstance(default, bool):
         return _parse_bool(raw)
     if isinstance(default, int | float):
