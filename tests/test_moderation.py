@@ -458,8 +458,10 @@ def test_not_spam_publishes_and_labels_the_comment(
 def test_the_same_text_from_many_addresses_is_held_as_a_repeat(
     settings: Settings, tokens: dict[str, dict[str, str]]
 ) -> None:
-    """A copy-and-paste campaign: the third copy of a text within the window, whoever posts
-    it and on whichever article, waits for a moderator; short common phrases never count."""
+    """A copy-and-paste campaign: the third copy of a text within the window, from a third
+    (author, article) pair, waits for a moderator, even with its punctuation, case, spacing or
+    invisible characters changed; the same author re-sending on one article, and short stock
+    phrases, never count."""
     from service import create_app
 
     # Hold thresholds of 1: only the repeat signal can hold these clean texts.
@@ -469,24 +471,29 @@ def test_the_same_text_from_many_addresses_is_held_as_a_repeat(
     client = create_app(repeat, configure_logs=False).test_client()
     runtime = Runtime(repeat)
     campaign = "Local elections matter: read the candidates' answers before you vote."
-    copies = [
-        campaign,
-        campaign,
-        "LOCAL elections matter:  read the candidates' answers before you VOTE.",
+    stock = "Thank you for this article, very informative!"  # under 50 letters and digits
+    disguised = "LOCAL elections matter!!  read the candidates\u2019 answers before you VOTE\u200b"
+    sends = [
+        # (author, article, text)
+        ("r0", "post-0", campaign),
+        ("r0", "post-0", campaign),  # the same author again on the same article: not a repeat
+        ("r1", "post-1", campaign),
+        ("r2", "post-2", disguised),
+        *((f"s{n}", f"post-{n}", stock) for n in range(4)),
     ]
-    short = ["Great article, thanks!"] * 4
     decided = []
-    for n, text in enumerate(copies + short):
-        body = {"post_id": f"post-{n}", "author": f"R{n}", "email": f"r{n}@example.org"}
+    for author, post_id, text in sends:
+        body = {"post_id": post_id, "author": author, "email": f"{author}@example.org"}
         comment_id = client.post("/api/v1/comments", json={**body, "comment": text}).get_json()[
             "id"
         ]
         assert score_and_decide(runtime, comment_id) in ("decided", "already_decided")
         decided.append(runtime.store.get(comment_id))
-    assert [r["queue"] for r in decided] == ["approved", "approved", "pending"] + ["approved"] * 4
-    assert decided[2]["decision_reasons"] == ["repeated_text"]
+    assert [r["repeats"] for r in decided[:4]] == [0, 0, 1, 2]
+    assert [r["queue"] for r in decided] == ["approved"] * 3 + ["pending"] + ["approved"] * 4
+    assert decided[3]["decision_reasons"] == ["repeated_text"]
     held = queue_ids(client, tokens["alice"], "label=signal")
-    assert decided[2]["id"] in held
+    assert decided[3]["id"] in held
 
     # Off (window 0), the same text again is judged on its own.
     off = repeat.with_overrides(repeat_window_seconds=0)
@@ -498,6 +505,20 @@ def test_the_same_text_from_many_addresses_is_held_as_a_repeat(
     )
     score_and_decide(Runtime(off), comment_id)
     assert runtime.store.get(comment_id)["queue"] == "approved"
+
+
+def test_storing_a_comment_again_after_a_lost_reply_changes_nothing(settings: Settings) -> None:
+    """redis-py retries a call whose reply was lost: the intake script, run twice for one
+    comment, must not report it as its own duplicate or count it as its own repeat."""
+    from workers.store import NewComment
+
+    store = Runtime(settings).store
+    text = "A long enough comment about the harbour redevelopment plans and the ferry."
+    new = NewComment(post_id="p-retry", author="A", comment=text, email_enc="", email_digest="d")
+    first = store.add(new, duplicate_window=600, repeat_window=3600, comment_id="c" * 24)
+    again = store.add(new, duplicate_window=600, repeat_window=3600, comment_id="c" * 24)
+    assert first[2] is None and again[2] is None  # not a duplicate of itself
+    assert store.get("c" * 24)["repeats"] == 0
 
 
 def test_trusted_authors_are_auto_approved(client: FlaskClient, settings: Settings) -> None:

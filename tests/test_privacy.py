@@ -269,6 +269,7 @@ def test_erasure_takes_the_comments_out_of_the_repeated_text_count(
         ).get_json()["id"]
         for n, email in enumerate([EMAIL, EMAIL, OTHER])
     ]
+    # The erased reader's two copies are one (author, article) pair each: 0, then 1.
     assert [runtime.store.get(i)["repeats"] for i in ids] == [0, 1, 2]
 
     erased = client.post("/api/v1/privacy/erase", json={"email": EMAIL}, headers=admin)
@@ -277,6 +278,7 @@ def test_erasure_takes_the_comments_out_of_the_repeated_text_count(
         line for line in dump_everything(redis).splitlines() if line.startswith("mod:")
     )
     assert ids[0] not in ours and ids[1] not in ours
+    assert runtime.vault.digest(EMAIL) not in ours
     later = client.post(
         "/api/v1/comments",
         json={"post_id": "p9", "comment": text, "author": "R", "email": "r@example.org"},

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -91,9 +93,11 @@ def repeat_key(text_digest: str) -> str:
     return f"{PREFIX}repeat:{text_digest}"
 
 
-# Texts shorter than this (folded) are never counted as repeats: "Great article!" and
-# "Thanks for this." are written independently by many readers.
-REPEAT_MIN_CHARS = 40
+# Texts with fewer letters and digits than this are never counted as repeats: stock phrases
+# ("Thank you for this article, very informative!") are written independently by many
+# readers; copy-and-paste campaigns carry a pitch.
+REPEAT_MIN_CHARS = 50
+_NOT_ALNUM_RE = re.compile(r"[\W_]+")
 
 
 def webhook_dedupe_key(comment_id: str, event: str) -> str:
@@ -276,19 +280,25 @@ return {1, changes}
 # KEYS: 1 duplicate fingerprint, 2 comment, 3 unscored, 4 author index, 5 broker list (or ""),
 #       6 repeat index of the folded text
 # ARGV: 1 id, 2 created (us), 3 duplicate window (s, 0 = off), 4 broker message or "",
-#       5 repeat window (s, 0 = off), 6.. field/value pairs
+#       5 repeat window (s, 0 = off), 6 repeat member (author digest + post), 7.. field/values
 _ADD = """
+-- Already stored: redis-py retried a call whose reply was lost. Nothing more to do (running
+-- on would find its own duplicate fingerprint, or count the comment as its own repeat).
+if redis.call('EXISTS', KEYS[2]) == 1 then return '' end
 if ARGV[3] ~= '0' then
   local existing = redis.call('GET', KEYS[1])
   if existing then return existing end
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 6))
+redis.call('HSET', KEYS[2], unpack(ARGV, 7))
 if ARGV[5] ~= '0' then
+  -- Other (author, article) pairs that posted this text within the window.
   local since = tonumber(ARGV[2]) - tonumber(ARGV[5]) * 1000000
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. string.format('%d', since))
-  redis.call('HSET', KEYS[2], 'repeats', redis.call('ZCARD', KEYS[6]))
-  redis.call('ZADD', KEYS[6], ARGV[2], ARGV[1])
+  local others = redis.call('ZCARD', KEYS[6])
+  if redis.call('ZSCORE', KEYS[6], ARGV[6]) then others = others - 1 end
+  redis.call('HSET', KEYS[2], 'repeats', others)
+  redis.call('ZADD', KEYS[6], ARGV[2], ARGV[6])
   redis.call('EXPIRE', KEYS[6], ARGV[5])
 end
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
@@ -369,8 +379,8 @@ class CommentStore:
         Returns (id, created_us, duplicate_of): when the same author posted the same text on
         the same post from the same client (IP digest) within duplicate_window seconds,
         nothing is stored and duplicate_of names the original. With a repeat_window, the
-        record's ``repeats`` counts the earlier comments, by anyone, on any post, within that
-        many seconds, whose text is the same (folded; only texts of REPEAT_MIN_CHARS or more).
+        record's ``repeats`` counts the other (author, post) pairs that sent the same text
+        (see text_digest) within that many seconds.
         """
         comment_id = comment_id or new_comment_id()
         created = now_us()
@@ -397,7 +407,14 @@ class CommentStore:
         queue, message = enqueue or ("", "")
         text_digest = self.text_digest(record)
         repeats = max(0, int(repeat_window)) if text_digest else 0
-        args: list[Any] = [comment_id, created, max(0, int(duplicate_window)), message, repeats]
+        args: list[Any] = [
+            comment_id,
+            created,
+            max(0, int(duplicate_window)),
+            message,
+            repeats,
+            self.repeat_member(record),
+        ]
         for key, value in record.items():
             args.extend([key, value])
         keys = [
@@ -417,13 +434,20 @@ class CommentStore:
     def text_digest(comment: Mapping[str, Any]) -> str:
         """Return the digest of a comment's folded text, or "" when it is too short to count.
 
-        Folding (case and whitespace) matches the duplicate fingerprint's; every part is on
-        the stored record, so deleting a comment can recompute it and drop the entry.
+        Only its letters and digits count, compatibility-normalised and case-folded, so a
+        campaign cannot look new by adding a zero-width space, "!" or a different quote mark.
+        Every part is on the stored record, so deleting a comment can recompute it.
         """
-        text = " ".join(str(comment.get("comment", "")).casefold().split())
-        if len(text) < REPEAT_MIN_CHARS:
+        text = unicodedata.normalize("NFKC", str(comment.get("comment", ""))).casefold()
+        folded = _NOT_ALNUM_RE.sub("", text)
+        if len(folded) < REPEAT_MIN_CHARS:
             return ""
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        return hashlib.sha256(folded.encode()).hexdigest()[:32]
+
+    @staticmethod
+    def repeat_member(comment: Mapping[str, Any]) -> str:
+        """Return who sent a text where, for the repeat index: the author digest and post."""
+        return f"{comment.get('email_digest', '')}:{comment.get('post_id', '')}"
 
     @staticmethod
     def fingerprint(comment: Mapping[str, Any]) -> str:
@@ -592,7 +616,7 @@ class CommentStore:
             self.redis.delete(duplicate_key(self.fingerprint(comment)))
         text_digest = self.text_digest(comment)
         if text_digest:
-            self.redis.zrem(repeat_key(text_digest), str(comment["id"]))
+            self.redis.zrem(repeat_key(text_digest), self.repeat_member(comment))
         return int(reply[1])
 
     def restore(
