@@ -29,7 +29,11 @@ class ScoreLike(Protocol):
 
 # Form-token states that hold a comment for a moderator, and their reason codes. An expired
 # token (a reader who took days) is harmless.
-FORM_TOKEN_HOLDS = {"missing": "form_token_missing", "invalid": "form_token_invalid"}
+FORM_TOKEN_HOLDS = {
+    "missing": "form_token_missing",
+    "invalid": "form_token_invalid",
+    "reused": "form_token_reused",
+}
 
 
 @dataclass(frozen=True)

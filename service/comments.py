@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,8 +59,18 @@ def _form_signer() -> TimestampSigner:
 
 
 def new_form_token() -> str:
-    """Return a signed token recording when a comment form was rendered."""
-    return _form_signer().sign(b"form").decode()
+    """Return a signed token recording when a comment form was rendered.
+
+    Each carries a random nonce, so no two renders share a token and each can be single-use.
+    """
+    return _form_signer().sign(secrets.token_urlsafe(12)).decode()
+
+
+def form_token_id(token: Any, state: FormToken | None) -> str:
+    """Return the digest that marks a genuine token as used, or "" for no usable token."""
+    if state not in ("valid", "expired") or not isinstance(token, str):
+        return ""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 def check_form_token(token: Any) -> tuple[FormToken, float | None]:
@@ -265,7 +278,8 @@ def submit() -> Response | tuple[Response, int]:
         return error
     assert body is not None  # noqa: S101 - _parse_body returns one or the other
     values = field_values(body)
-    token_state, submit_seconds = _form_token_signal(values.get(FORM_TOKEN_FIELD))
+    token = values.get(FORM_TOKEN_FIELD)
+    token_state, submit_seconds = _form_token_signal(token)
     result = validate_submission(values, submit_seconds=submit_seconds, form_token=token_state)
     browser = wants_html()
     back_to = _article_target(body)
@@ -286,6 +300,7 @@ def submit() -> Response | tuple[Response, int]:
             if browser:  # e.g. deleted while the reader was typing: keep their text
                 return _fix_page(errors, values, back_to)
             return problem(422, "Unprocessable Content", "Some fields need fixing.", errors=errors)
+    result = replace(result, form_token_id=form_token_id(token, token_state))
     accepted = accept_comment(
         svc.runtime, svc.celery, result, request_id=g.request_id, client_ip=request.remote_addr
     )

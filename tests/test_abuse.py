@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -343,7 +344,8 @@ def _token_signed_ago(settings: Settings, seconds: float) -> str:
         def get_timestamp(self) -> int:
             return int(time.time() - seconds)
 
-    return Past(settings.secret_key, salt="comment-form-rendered").sign(b"form").decode()
+    signer = Past(settings.secret_key, salt="comment-form-rendered")
+    return signer.sign(secrets.token_urlsafe(12)).decode()  # a nonce, as the service's own
 
 
 @pytest.mark.parametrize("required", [True, False])
@@ -386,7 +388,7 @@ def test_form_posts_without_a_valid_form_token_are_held_for_a_moderator(
         score_and_decide(runtime, comment_id)
         record = runtime.store.get(comment_id)
         reasons[name] = (record["queue"], set(record["decision_reasons"] or []))
-    token_codes = {"form_token_missing", "form_token_invalid"}
+    token_codes = {"form_token_missing", "form_token_invalid", "form_token_reused"}
     for name in ("missing", "blank"):
         queue, codes = reasons[name]
         if required:
@@ -401,3 +403,34 @@ def test_form_posts_without_a_valid_form_token_are_held_for_a_moderator(
             assert reasons[name][0] == "pending" and code in reasons[name][1], (name, reasons)
         else:
             assert not reasons[name][1] & token_codes, (name, reasons[name])
+
+
+@pytest.mark.parametrize("required", [True, False])
+def test_a_form_token_is_good_for_one_stored_comment(
+    settings: Settings, redis: redis_lib.Redis, required: bool
+) -> None:
+    """One harvested token must not carry a bot's posts forever: once the site requires
+    tokens, a second stored comment with the same one waits for a moderator. A post refused
+    for a field to fix did not use it up, and a double click is a duplicate, not a reuse."""
+    client = client_for(settings, require_form_token=required, duplicate_window_seconds=600)
+    runtime = Runtime(settings.with_overrides(require_form_token=required))
+    token = _token_signed_ago(settings, 60)
+    old = _token_signed_ago(settings, 3 * 86400)  # expired: a slow reader's, also single-use
+
+    def post(comment: str, form_token: str, **extra: str) -> tuple[int, set[str]]:
+        body = {**FORM, "comment": comment, "form_token": form_token, **extra}
+        response = client.post("/api/v1/comments", data=body)
+        if response.status_code not in (202, 409):
+            return response.status_code, set()
+        comment_id = response.get_json()["id"]
+        score_and_decide(runtime, comment_id)
+        return response.status_code, set(runtime.store.get(comment_id)["decision_reasons"] or [])
+
+    assert post("First try, without my name.", token, author="")[0] == 422
+    status, codes = post("First comment with this form.", token)
+    assert status == 202 and "form_token_reused" not in codes
+    assert post("First comment with this form.", token)[0] == 409  # the double click
+    status, codes = post("Second comment, same token.", token)
+    assert status == 202 and ("form_token_reused" in codes) == required
+    assert "form_token_reused" not in post("A slow reader's comment.", old)[1]
+    assert ("form_token_reused" in post("The slow reader again.", old)[1]) == required

@@ -29,6 +29,8 @@ class Submission:
     honeypot_filled: bool = False
     submit_seconds: float | None = None
     form_token: str = ""  # valid | expired | invalid | missing; "" when it is no signal
+    # Digest of a genuine (valid or expired) token: each may be used for one stored comment.
+    form_token_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ def accept_comment(
         ),
         duplicate_window=runtime.settings.duplicate_window_seconds,
         repeat_window=runtime.settings.repeat_window_seconds,
+        form_token_id=submission.form_token_id,
         comment_id=comment_id,
         # The scoring message is pushed by the same Lua call (the broker is the store's Redis).
         enqueue=score_task_message(celery, comment_id, request_id),

@@ -56,6 +56,10 @@ def signals_for(
     seconds = raw.get("submit_seconds")
     history = history or {}
     token = raw.get("form_token")
+    if record.get("form_token_reused") and settings.require_form_token:
+        # The same genuine token on an earlier stored comment: a bot replaying one harvested
+        # token. Only once the site requires tokens: a reader's back button can resend one.
+        token = "reused"  # noqa: S105 - a token state, not a secret
     return Signals(
         honeypot_filled=bool(raw.get("honeypot_filled")),
         submit_seconds=float(seconds) if isinstance(seconds, int | float) else None,

@@ -100,6 +100,15 @@ REPEAT_MIN_CHARS = 50
 _NOT_ALNUM_RE = re.compile(r"[\W_]+")
 
 
+def form_token_key(token_id: str) -> str:
+    """Return the key that marks a form token as used (tokens are single-use)."""
+    return f"{PREFIX}formtok:{token_id}"
+
+
+# How long a used form token is remembered: longer than any reader keeps a tab open.
+FORM_TOKEN_USED_TTL = 31 * 86400
+
+
 def webhook_dedupe_key(comment_id: str, event: str) -> str:
     return f"{PREFIX}webhook:{comment_id}:{event}"
 
@@ -278,9 +287,10 @@ return {1, changes}
 """
 
 # KEYS: 1 duplicate fingerprint, 2 comment, 3 unscored, 4 author index, 5 broker list (or ""),
-#       6 repeat index of the folded text
+#       6 repeat index of the folded text, 7 used-form-token marker
 # ARGV: 1 id, 2 created (us), 3 duplicate window (s, 0 = off), 4 broker message or "",
-#       5 repeat window (s, 0 = off), 6 repeat member (author digest + post), 7.. field/values
+#       5 repeat window (s, 0 = off), 6 repeat member (author digest + post),
+#       7 used-token TTL (s, 0 = no token), 8.. field/value pairs
 _ADD = """
 -- Already stored: redis-py retried a call whose reply was lost. Nothing more to do (running
 -- on would find its own duplicate fingerprint, or count the comment as its own repeat).
@@ -290,7 +300,10 @@ if ARGV[3] ~= '0' then
   if existing then return existing end
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+redis.call('HSET', KEYS[2], unpack(ARGV, 8))
+if ARGV[7] ~= '0' and not redis.call('SET', KEYS[7], '1', 'NX', 'EX', ARGV[7]) then
+  redis.call('HSET', KEYS[2], 'form_token_reused', '1')
+end
 if ARGV[5] ~= '0' then
   -- Other (author, article) pairs that posted this text within the window.
   local since = tonumber(ARGV[2]) - tonumber(ARGV[5]) * 1000000
@@ -370,6 +383,7 @@ class CommentStore:
         *,
         duplicate_window: int = 0,
         repeat_window: int = 0,
+        form_token_id: str = "",
         comment_id: str | None = None,
         enqueue: tuple[str, str] | None = None,
     ) -> tuple[str, int, str | None]:
@@ -380,7 +394,8 @@ class CommentStore:
         the same post from the same client (IP digest) within duplicate_window seconds,
         nothing is stored and duplicate_of names the original. With a repeat_window, the
         record's ``repeats`` counts the other (author, post) pairs that sent the same text
-        (see text_digest) within that many seconds.
+        (see text_digest) within that many seconds. A form_token_id is marked used; when it
+        already was, the record gets ``form_token_reused``.
         """
         comment_id = comment_id or new_comment_id()
         created = now_us()
@@ -414,6 +429,7 @@ class CommentStore:
             message,
             repeats,
             self.repeat_member(record),
+            FORM_TOKEN_USED_TTL if form_token_id else 0,
         ]
         for key, value in record.items():
             args.extend([key, value])
@@ -424,6 +440,7 @@ class CommentStore:
             author_key(new.email_digest),
             queue or unscored_key(),  # an unused key when nothing is enqueued
             repeat_key(text_digest) if text_digest else unscored_key(),  # unused when short
+            form_token_key(form_token_id) if form_token_id else unscored_key(),  # unused
         ]
         existing = _s(self._add(keys=keys, args=args))
         if existing:
