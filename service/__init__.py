@@ -59,8 +59,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         accepted_submission,
         author_key,
         client_key,
+        has_service_token,
         install_abuse_protection,
-        is_moderator,
     )
     from service.comments import bp as comments_bp
     from service.comments import demo as demo_bp
@@ -83,7 +83,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     ):
         if limit:
             limiter.limit(
-                limit, key_func=key, methods=["POST"], exempt_when=is_moderator, deduct_when=counts
+                limit,
+                key_func=key,
+                methods=["POST"],
+                exempt_when=has_service_token,
+                deduct_when=counts,
             )(comments_bp)
     for blueprint in (moderation_bp, privacy_bp, health_bp, demo_bp, openapi_bp):
         limiter.exempt(blueprint)

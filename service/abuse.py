@@ -66,8 +66,9 @@ def accepted_submission(response: Response) -> bool:
     return response.status_code in _ACCEPTED
 
 
-def is_moderator() -> bool:
-    """Moderators (a valid bearer token) are exempt from submission rate limits."""
+def has_service_token() -> bool:
+    """Whether the request carries a valid token (poster, moderator or admin): such clients
+    are exempt from submission rate limits and, for JSON, from the required form token."""
     return bool(request.headers.get("Authorization")) and current_moderator() is not None
 
 

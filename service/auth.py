@@ -10,7 +10,7 @@ from flask import g, request
 
 from service import services
 from service.errors import problem
-from workers.moderation import Moderator, Role, authenticate
+from workers.moderation import ROLE_RANK, Moderator, Role, authenticate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,8 +55,9 @@ def require_role(role: Role) -> Callable[[F], F]:
                     "A valid moderator token is required.",
                     headers={"WWW-Authenticate": 'Bearer realm="moderation"'},
                 )
-            if role == "admin" and moderator.role != "admin":
-                return problem(403, "Forbidden", "This action needs an admin token.")
+            if ROLE_RANK[moderator.role] < ROLE_RANK[role]:
+                needs = "an admin" if role == "admin" else f"a {role}"
+                return problem(403, "Forbidden", f"This action needs {needs} token.")
             return view(*args, **kwargs)
 
         return wrapped  # type: ignore[return-value]

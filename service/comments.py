@@ -16,7 +16,7 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from service import services
-from service.abuse import is_moderator
+from service.abuse import has_service_token
 from service.errors import problem, wants_html
 from service.validation import (
     FORM_TOKEN_FIELD,
@@ -105,7 +105,7 @@ def _form_token_signal(token: Any) -> tuple[FormToken | None, float | None]:
     if request.mimetype not in FORM_TYPES:
         if state in ("valid", "expired"):
             return state, seconds
-        if services().settings.require_form_token and not is_moderator():
+        if services().settings.require_form_token and not has_service_token():
             return state, seconds
         return None, None
     if state == "missing" and not services().settings.require_form_token:

@@ -434,3 +434,26 @@ def test_a_form_token_is_good_for_one_stored_comment(
     assert status == 202 and ("form_token_reused" in codes) == required
     assert "form_token_reused" not in post("A slow reader's comment.", old)[1]
     assert ("form_token_reused" in post("The slow reader again.", old)[1]) == required
+
+
+def test_a_poster_token_submits_for_readers_and_can_do_nothing_else(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """A site's back end posting for its readers needs no form token and no per-client limit,
+    and a leaked poster token must not open the moderation queue."""
+    from workers.moderation import create_token
+
+    client = client_for(settings, require_form_token=True, rate_limit_ip="2/minute")
+    runtime = Runtime(settings.with_overrides(require_form_token=True))
+    poster = {"Authorization": "Bearer " + create_token(runtime.store, "site-backend", "poster")}
+    for n in range(4):  # past the per-client limit
+        body = {**FORM, "comment": f"Reader comment {n} relayed by the site."}
+        response = client.post("/api/v1/comments", json=body, headers=poster)
+        assert response.status_code == 202, response.get_json()
+        score_and_decide(runtime, response.get_json()["id"])
+        codes = set(runtime.store.get(response.get_json()["id"])["decision_reasons"] or [])
+        assert not codes & {"form_token_missing", "form_token_invalid"}
+    for path in ("/api/v1/moderation/queue", "/api/v1/moderation/audit"):
+        denied = client.get(path, headers=poster)
+        assert denied.status_code == 403, path
+        assert "token" in denied.get_json()["detail"]

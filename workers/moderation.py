@@ -12,8 +12,12 @@ from typing import Any, Literal
 from workers.metrics import record_moderator_decision
 from workers.store import STATE_MODERATED, CommentStore, iso_now
 
-Role = Literal["moderator", "admin"]
-ROLES: tuple[Role, ...] = ("moderator", "admin")
+# poster: a site's back end submitting comments for its readers (exempt from the per-client
+# limit and the form token, nothing else); moderator: the queue; admin: also deletes, reveals
+# addresses, the audit log and privacy requests.
+Role = Literal["poster", "moderator", "admin"]
+ROLES: tuple[Role, ...] = ("poster", "moderator", "admin")
+ROLE_RANK: dict[str, int] = {role: rank for rank, role in enumerate(ROLES)}
 # action -> queue it moves the comment to
 ACTIONS: dict[str, str] = {
     "approve": "approved",
