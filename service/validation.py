@@ -146,12 +146,22 @@ def _strip_comment(text: str) -> str:
     return text.replace("\r\n", "\n").strip()
 
 
+# Characters outside category Cf that still render as nothing: Hangul fillers, the braille
+# blank, the combining grapheme joiner and variation selectors.
+_BLANK = frozenset(
+    "\u115f\u1160\u3164\uffa0\u2800\u034f" + "".join(map(chr, range(0xFE00, 0xFE10)))
+)
+
+
 def _has_visible(text: str) -> bool:
     """Whether text shows anything: a required field of only whitespace and format characters
-    (category Cf: zero-width spaces, BOMs, bidi controls) would be stored and displayed as
-    nothing. A ZWJ emoji sequence or an RTL name has visible characters around its Cf ones."""
+    (category Cf: zero-width spaces, BOMs, bidi controls) or blank letters would be stored and
+    displayed as nothing. A ZWJ emoji sequence or an RTL name has visible characters around
+    its Cf ones."""
     # Stops at the first visible character, so ordinary text costs a character or two.
-    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
+    return any(
+        not ch.isspace() and ch not in _BLANK and unicodedata.category(ch) != "Cf" for ch in text
+    )
 
 
 def _checked_email(email: str) -> tuple[str, str | None]:

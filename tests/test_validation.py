@@ -139,6 +139,8 @@ def test_stored_email_stays_within_its_limit_after_normalisation() -> None:
         ("comment", " \u200d\u2060\n\u00a0\u3000"),
         ("author", "\u202e\u200b"),
         ("author", "\u200e\u200f"),
+        ("author", "\u3164"),  # Hangul filler: a letter that renders as nothing
+        ("comment", "\u2800\u2800 \u034f\ufe0f"),  # braille blank, CGJ, variation selector
         ("post_id", "\u200b"),
         ("email", "\ufeff"),
     ],
