@@ -463,8 +463,13 @@ class CommentStore:
 
     @staticmethod
     def repeat_member(comment: Mapping[str, Any]) -> str:
-        """Return who sent a text where, for the repeat index: the author digest and post."""
-        return f"{comment.get('email_digest', '')}:{comment.get('post_id', '')}"
+        """Return who sent a text where, for the repeat index: a digest of author and post.
+
+        Short (24 characters), so a window's members fit Redis's compact listpack encoding:
+        a longer member turns each text's index into a skiplist of about 1 KB.
+        """
+        who = f"{comment.get('email_digest', '')}\0{comment.get('post_id', '')}"
+        return hashlib.sha256(who.encode()).hexdigest()[:24]
 
     @staticmethod
     def fingerprint(comment: Mapping[str, Any]) -> str:
