@@ -112,7 +112,18 @@ def decide(
         # bypassed our form is the kind of impersonation the token exists to catch.
         return Decision("approved", "clean", ("trusted_author", *codes))
     if toxic or spammy or codes:
-        label = ("toxic" if toxic and not spammy else "spam") if toxic or spammy else "signal"
+        if toxic and spammy:
+            # Both held it: the main label names the score further past its threshold (in
+            # log-odds), so "you are an idiot" at toxic 0.95 and spam 0.031 (hold 0.029) is a
+            # toxic comment, not spam. labels (decision_labels) carries both either way.
+            label = (
+                "toxic"
+                if _past(score.toxic, thresholds.toxic_hold)
+                >= _past(score.spam, thresholds.spam_hold)
+                else "spam"
+            )
+        else:
+            label = "toxic" if toxic else "spam" if spammy else "signal"
         return Decision("pending", label, tuple(codes))
     return Decision("approved", "clean", ())
 
@@ -138,6 +149,16 @@ def decision_labels(label: str, reasons: Iterable[str]) -> tuple[str, ...]:
         if extra is not None and extra not in labels:
             labels.append(extra)
     return tuple(labels)
+
+
+def _past(score: float, threshold: float) -> float:
+    """Return how far a score is past its threshold, in log-odds."""
+    return _logit(score) - _logit(threshold)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    return math.log(p / (1 - p))
 
 
 def held_for_error(code: str) -> Decision:

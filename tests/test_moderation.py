@@ -189,7 +189,7 @@ def test_label_filter_finds_a_comment_under_every_score_that_held_it(
             self.spam, self.toxic = spam, toxic
 
     cases = {
-        "both": decide(Scores(0.5, 0.5), Cut()),
+        "both": decide(Scores(0.5, 0.2), Cut()),  # spam further past its threshold
         "toxic": decide(Scores(0.01, 0.5), Cut()),
         "spam": decide(Scores(0.5, 0.01), Cut()),
         "signal": decide(Scores(0.01, 0.01), Cut(), Signals(repeats=2, repeat_hold_after=2)),

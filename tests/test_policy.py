@@ -99,3 +99,12 @@ def test_text_posted_again_and_again_is_held_from_the_set_number_of_repeats() ->
     held = decide(S(0.0, 0.0), T, Signals(repeats=2, repeat_hold_after=2))
     assert (held.queue, held.label, held.reasons) == ("pending", "signal", ("repeated_text",))
     assert decide(S(0.0, 0.0), T, Signals(repeats=9, repeat_hold_after=0)).queue == "approved"
+
+
+def test_a_comment_held_on_both_scores_is_labelled_by_the_one_further_past_its_threshold() -> None:
+    real = FakeThresholds(spam_reject=0.9664, spam_hold=0.0287, toxic_hold=0.0785)
+    insult = decide(S(0.031, 0.95), real)  # "You are a complete idiot …", as scored
+    assert (insult.queue, insult.label) == ("pending", "toxic")
+    assert set(insult.reasons) == {"spam_score_uncertain", "toxic_score"}
+    pitch = decide(S(0.8, 0.09), real)
+    assert (pitch.queue, pitch.label) == ("pending", "spam")
