@@ -58,12 +58,22 @@ def moderator_view(record: dict[str, Any]) -> dict[str, Any]:
         ),
         "decision_reasons": record.get("decision_reasons") or [],
         "reasons": record.get("reasons") or [],
-        "signals": record.get("signals") or {},
+        "signals": _signals(record),
         "model_version": record.get("model_version") or None,
         "decided_by": record.get("decided_by") or None,
         "moderated_by": record.get("moderated_by") or None,
         "moderated_at": record.get("moderated_at") or None,
     }
+
+
+def _signals(record: dict[str, Any]) -> dict[str, Any]:
+    """Return what the submission showed, with the counts intake took when it stored it."""
+    signals = dict(record.get("signals") or {})
+    if record.get("repeats"):
+        signals["repeats"] = int(record["repeats"])
+    if record.get("form_token_reused"):
+        signals["form_token_reused"] = True
+    return signals
 
 
 def _labels(record: dict[str, Any]) -> tuple[str, ...]:

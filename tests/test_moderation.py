@@ -492,6 +492,8 @@ def test_the_same_text_from_many_addresses_is_held_as_a_repeat(
     assert [r["repeats"] for r in decided[:4]] == [0, 0, 1, 2]
     assert [r["queue"] for r in decided] == ["approved"] * 3 + ["pending"] + ["approved"] * 4
     assert decided[3]["decision_reasons"] == ["repeated_text"]
+    detail = client.get(f"/api/v1/moderation/comments/{decided[3]['id']}", headers=tokens["alice"])
+    assert detail.get_json()["signals"]["repeats"] == 2  # what the moderator sees
     held = queue_ids(client, tokens["alice"], "label=signal")
     assert decided[3]["id"] in held
 
