@@ -140,8 +140,8 @@ _SCORE_CODE_LABELS = {
 def decision_labels(label: str, reasons: Iterable[str]) -> tuple[str, ...]:
     """Return every label a decision carries: its main label, then each other score behind it.
 
-    A comment held both as uncertain spam and as toxic has the main label "spam"; a moderator
-    filtering the queue for toxic comments must still find it.
+    A comment held both as uncertain spam and as toxic has one main label (the score further
+    past its threshold); a moderator filtering the queue by the other must still find it.
     """
     labels = [label] if label else []
     for code in reasons:

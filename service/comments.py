@@ -29,6 +29,7 @@ from service.validation import (
 )
 from workers.intake import accept_comment
 from workers.privacy import PUBLIC_FIELDS
+from workers.settings import normalise_origin
 from workers.store import is_comment_id
 
 bp = Blueprint("comments", __name__, url_prefix="/api/v1")
@@ -67,10 +68,18 @@ def new_form_token() -> str:
 
 
 def form_token_id(token: Any, state: FormToken | None) -> str:
-    """Return the digest that marks a genuine token as used, or "" for no usable token."""
-    if state not in ("valid", "expired") or not isinstance(token, str):
+    """Return the digest that marks a genuine token as used, or "" for no usable token.
+
+    The digest is of the signed part (nonce and time), not the whole string: the signature
+    decodes from several spellings (base64 padding), which would make one token many. Tokens
+    from before nonces ("form" signed) were shared by every render in a second: not tracked.
+    """
+    if state not in ("valid", "expired") or not isinstance(token, str) or has_service_token():
         return ""
-    return hashlib.sha256(token.encode()).hexdigest()[:32]
+    signed = token.rsplit(".", 1)[0]
+    if signed.split(".", 1)[0] == "form":
+        return ""
+    return hashlib.sha256(signed.encode()).hexdigest()[:32]
 
 
 def check_form_token(token: Any) -> tuple[FormToken, float | None]:
@@ -99,13 +108,17 @@ def _form_token_signal(token: Any) -> tuple[FormToken | None, float | None]:
     GET /api/v1/form-token hand out; JSON clients are scripts and legitimately have none, so a
     missing or unreadable token from them is no signal at all, until the site requires the
     token: then a bot could skip it just by posting JSON, so anonymous JSON needs it too, and
-    scripts that post for readers authenticate with a moderator token instead.
+    scripts that post for readers authenticate with a service token (role poster) instead.
+    A request with a service token is a site's back end, form-encoded or not: no token is
+    asked of it.
     """
     state, seconds = check_form_token(token)
+    if has_service_token():
+        return (state, seconds) if state in ("valid", "expired") else (None, None)
     if request.mimetype not in FORM_TYPES:
         if state in ("valid", "expired"):
             return state, seconds
-        if services().settings.require_form_token and not has_service_token():
+        if services().settings.require_form_token:
             return state, seconds
         return None, None
     if state == "missing" and not services().settings.require_form_token:
@@ -175,18 +188,29 @@ def _same_site_target(candidate: str | None) -> str | None:
         parts = urlsplit(candidate)
     except ValueError:  # e.g. an unclosed IPv6 bracket
         return None
+    ours = _origin_of(request.host_url.rstrip("/"))
     relative = not parts.scheme and not parts.netloc and candidate.startswith("/")
     if relative and not candidate.startswith("//"):
-        origin = request.host_url.rstrip("/").lower()
+        origin = ours
     elif parts.scheme in ("http", "https") and parts.netloc:
-        origin = f"{parts.scheme}://{parts.netloc}".lower()
+        # Compared as browsers write origins (lower case, punycode, no default port), the
+        # form MODERATION_SITE_ORIGINS is kept in.
+        origin = _origin_of(f"{parts.scheme}://{parts.netloc}")
     else:
         return None
-    ours = request.host_url.rstrip("/").lower()
+    if origin is None:
+        return None
     if origin == ours and parts.path.startswith("/api/"):
         return None  # e.g. the Referer of a resubmitted "please fix" page: not a page to show
-    allowed = {o.rstrip("/").lower() for o in services().settings.site_origins} | {ours}
+    allowed = {*(_origin_of(o) for o in services().settings.site_origins), ours} - {None}
     return candidate if origin in allowed else None
+
+
+def _origin_of(url: str) -> str | None:
+    try:
+        return normalise_origin(url)
+    except ValueError:
+        return None
 
 
 def _article_target(body: Mapping[str, Any]) -> str | None:
@@ -375,7 +399,10 @@ def list_post(post_id: str) -> Response:
 @bp.get("/form-token")
 def form_token() -> Response:
     """Return a signed form-render token for sites that render the form themselves."""
-    return _json({"form_token": new_form_token(), "field": FORM_TOKEN_FIELD})
+    # One token a render, each good for one comment: no cache may hand the same one out twice.
+    response = _json({"form_token": new_form_token(), "field": FORM_TOKEN_FIELD})
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _json(payload: dict[str, Any], status: int = 200) -> Response:
@@ -386,7 +413,7 @@ demo = Blueprint("demo", __name__)
 
 
 @demo.get("/")
-def demo_page() -> str:
+def demo_page() -> Response:
     """Render a demo article page with the comment form (for trying the service locally)."""
     post_id = "demo-article"
     store = services().runtime.store
@@ -400,7 +427,7 @@ def demo_page() -> str:
         posted is None or posted["status"] != "approved"
     )
     published = posted if posted is not None and posted["status"] == "approved" else None
-    return render_template(
+    page = render_template(
         "demo.html",
         comments=records,
         awaiting_id=posted_id if awaiting and is_comment_id(posted_id) else "",
@@ -412,3 +439,5 @@ def demo_page() -> str:
         form_token=new_form_token(),
         redirect_to=url_for("demo.demo_page"),
     )
+    # The form's token is single-use: a cached copy of the page would reuse it.
+    return Response(page, mimetype="text/html", headers={"Cache-Control": "no-store"})

@@ -149,7 +149,8 @@ def _strip_comment(text: str) -> str:
 # Characters outside category Cf that still render as nothing: Hangul fillers, the braille
 # blank, the combining grapheme joiner and variation selectors.
 _BLANK = frozenset(
-    "\u115f\u1160\u3164\uffa0\u2800\u034f" + "".join(map(chr, range(0xFE00, 0xFE10)))
+    "\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5"
+    + "".join(map(chr, [*range(0xFE00, 0xFE10), *range(0x180B, 0x1810), *range(0xE0100, 0xE01F0)]))
 )
 
 

@@ -212,6 +212,23 @@ def test_cors_only_for_the_sites_origins(settings: Settings, redis: redis_lib.Re
     assert "Access-Control-Allow-Origin" not in moderation.headers
 
 
+def test_a_browser_goes_back_to_the_sites_page_however_its_address_is_spelled(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """Origins are compared as browsers write them: case, punycode and default ports aside."""
+    client = client_for(settings, site_origins=("https://bücher.example",))
+    for target in (
+        "https://xn--bcher-kva.example/article",
+        "https://XN--BCHER-KVA.example:443/article",
+    ):
+        body = {**FORM, "comment": f"Back to {target}.", "redirect_to": target}
+        response = client.post("/api/v1/comments", data=body, headers=BROWSER)
+        assert response.status_code == 303, target
+        assert response.headers["Location"].lower().startswith(target.lower() + "?")
+    body = {**FORM, "comment": "Elsewhere.", "redirect_to": "https://evil.example/"}
+    assert client.post("/api/v1/comments", data=body, headers=BROWSER).status_code == 202
+
+
 def test_html_pages_carry_security_headers_and_escape_input(client: FlaskClient) -> None:
     response = client.post(
         "/api/v1/comments",
@@ -432,8 +449,18 @@ def test_a_form_token_is_good_for_one_stored_comment(
     assert post("First comment with this form.", token)[0] == 409  # the double click
     status, codes = post("Second comment, same token.", token)
     assert status == 202 and ("form_token_reused" in codes) == required
+    # The signature decodes from other spellings (base64 padding): still the same token.
+    status, codes = post("Third comment, the token padded.", token + "==")
+    assert status == 202 and ("form_token_reused" in codes) == required
     assert "form_token_reused" not in post("A slow reader's comment.", old)[1]
     assert ("form_token_reused" in post("The slow reader again.", old)[1]) == required
+    # Tokens from before nonces were shared by every render of a second: never "reused".
+    legacy = TimestampSigner(settings.secret_key, salt="comment-form-rendered").sign(b"form")
+    for n in range(2):
+        assert "form_token_reused" not in post(f"Legacy token post {n}.", legacy.decode())[1]
+    fresh = client.get("/api/v1/form-token")
+    assert fresh.headers["Cache-Control"] == "no-store"  # one token a render
+    assert client.get("/").headers["Cache-Control"] == "no-store"
 
 
 def test_a_poster_token_submits_for_readers_and_can_do_nothing_else(
@@ -446,9 +473,10 @@ def test_a_poster_token_submits_for_readers_and_can_do_nothing_else(
     client = client_for(settings, require_form_token=True, rate_limit_ip="2/minute")
     runtime = Runtime(settings.with_overrides(require_form_token=True))
     poster = {"Authorization": "Bearer " + create_token(runtime.store, "site-backend", "poster")}
-    for n in range(4):  # past the per-client limit
+    for n in range(4):  # past the per-client limit; JSON or form-encoded, no form token
         body = {**FORM, "comment": f"Reader comment {n} relayed by the site."}
-        response = client.post("/api/v1/comments", json=body, headers=poster)
+        how = {"json": body} if n % 2 else {"data": body}
+        response = client.post("/api/v1/comments", **how, headers=poster)
         assert response.status_code == 202, response.get_json()
         score_and_decide(runtime, response.get_json()["id"])
         codes = set(runtime.store.get(response.get_json()["id"])["decision_reasons"] or [])

@@ -70,9 +70,14 @@ def test_out_of_range_values_are_refused_naming_the_variable(variable: str, valu
         # As browsers send them: lower case, punycode, no default port.
         (
             "MODERATION_SITE_ORIGINS",
-            "HTTPS://News.Example.com:443,https://bücher.example,http://x.example:80",
+            "HTTPS://News.Example.com:443,https://bücher.example,http://x.example:80,http://[::1]:8000",
             "site_origins",
-            ("https://news.example.com", "https://xn--bcher-kva.example", "http://x.example"),
+            (
+                "https://news.example.com",
+                "https://xn--bcher-kva.example",
+                "http://x.example",
+                "http://[::1]:8000",
+            ),
         ),
         ("MODERATION_LOG_LEVEL", "warn", "log_level", "WARNING"),
     ],

@@ -57,7 +57,7 @@ class Moderator:
 
     def may(self, action: str) -> bool:
         """Return True if this moderator's role allows the action."""
-        return self.role == "admin" or action in MODERATOR_ACTIONS
+        return self.role == "admin" or (self.role == "moderator" and action in MODERATOR_ACTIONS)
 
 
 def apply_decision(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -74,8 +75,8 @@ class Settings:
     rate_limit_ip: str = "10/minute;200/day"
     rate_limit_author: str = "5/minute;100/day"
     duplicate_window_seconds: int = 600
-    # Hold a comment whose text (40+ characters) arrived this many times before, from anyone,
-    # on any post, within the window: copy-and-paste campaigns. 0 in either turns it off.
+    # Hold a comment whose text (50+ letters and digits) came from this many other (author, post)
+    # pairs within the window: copy-and-paste campaigns. 0 in either turns it off.
     repeat_window_seconds: int = 86400
     repeat_hold_after: int = 2
     trusted_proxies: int = 0  # how many reverse proxies in front set X-Forwarded-For
@@ -212,7 +213,7 @@ def _parse_rate_limit(raw: str) -> str:
     return raw
 
 
-def _parse_origin(raw: str) -> str:
+def normalise_origin(raw: str) -> str:
     """Return a site origin exactly as browsers send it in Origin, or refuse it.
 
     Browsers send scheme://host[:port] with the host lower-cased and in punycode, and no
@@ -230,12 +231,20 @@ def _parse_origin(raw: str) -> str:
         raise invalid
     if parts.query or parts.fragment or parts.username or parts.password or not parts.hostname:
         raise invalid
-    try:
-        host = parts.hostname.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise invalid from None
-    if not _ORIGIN_HOST_RE.fullmatch(host) or parts.netloc.endswith(":"):
+    if parts.netloc.endswith(":"):
         raise invalid
+    if ":" in parts.hostname:  # an IPv6 literal, written in brackets
+        try:
+            host = f"[{ipaddress.IPv6Address(parts.hostname).compressed}]"
+        except ValueError:
+            raise invalid from None
+    else:
+        try:
+            host = parts.hostname.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            raise invalid from None
+        if not _ORIGIN_HOST_RE.fullmatch(host):
+            raise invalid
     scheme = parts.scheme.lower()
     default = {"http": 80, "https": 443}[scheme]
     return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
@@ -258,7 +267,7 @@ def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
             raise ValueError("must be between 0 and 1")
         return value
     if name == "site_origins":
-        return tuple(_parse_origin(part) for part in _parse_list(raw))
+        return tuple(normalise_origin(part) for part in _parse_list(raw))
     if name == "email_encryption_keys":
         return _parse_list(raw)
     if name == "model_dir":
