@@ -384,14 +384,14 @@ def list_post(post_id: str) -> Response:
         return problem(400, "Bad Request", "Invalid query.", errors=errors)
     records, next_cursor = services().runtime.store.list_post(
         post_id,
-        after=cursor if isinstance(cursor, int) else None,
+        after=cursor if isinstance(cursor, tuple) else None,
         limit=limit or 1,
     )
     return _json(
         {
             "post_id": post_id,
             "comments": [public_view(r) for r in records],
-            "next_cursor": str(next_cursor) if next_cursor is not None else None,
+            "next_cursor": f"{next_cursor[0]}~{next_cursor[1]}" if next_cursor else None,
         }
     )
 

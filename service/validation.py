@@ -262,13 +262,20 @@ def parse_limit(raw: str | None, *, default: int, maximum: int) -> int | None:
     return value if 1 <= value <= maximum else None
 
 
-def parse_cursor(raw: str | None) -> int | bool | None:
-    """Return a cursor (an integer), None when absent, or False when malformed."""
+def parse_cursor(raw: str | None) -> tuple[int, str | None] | bool | None:
+    """Return a listing cursor (creation time, id), None when absent, or False when malformed.
+
+    next_cursor is "<microseconds>~<id>"; a bare "<microseconds>" (cursors handed out before
+    the id was added) still reads, with no id.
+    """
     if raw is None or raw == "":
         return None
-    if not _ascii_digits(raw) or len(raw) > 20:
+    when, sep, comment_id = raw.partition("~")
+    if not _ascii_digits(when) or len(when) > 20:
         return False
-    return int(raw)
+    if sep and not is_comment_id(comment_id):
+        return False
+    return int(when), (comment_id if sep else None)
 
 
 def _ascii_digits(raw: str) -> bool:

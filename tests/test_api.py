@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlencode
 
+import pytest
 import redis as redis_lib
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
@@ -513,3 +514,42 @@ def test_a_double_submit_with_nowhere_to_go_back_says_it_was_already_received(
     assert rejected.status_code == 200, rejected.get_data(as_text=True)
     page = client.post("/api/v1/comments", data=FORM, headers=BROWSER).get_data(as_text=True)
     assert "already received" in page and "awaiting moderation" not in page
+
+
+def test_a_posts_comments_page_oldest_first_and_none_is_lost_between_pages(
+    client: FlaskClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers page through a post's comments with next_cursor: oldest first, each once,
+    also when two were stored in the same microsecond (two API processes)."""
+    import workers.store
+    from workers.runtime import Runtime
+    from workers.store import NewComment, Transition
+
+    store = Runtime(settings).store
+    ids = []
+    for n, at in enumerate([1_000, 2_000, 2_000, 2_000, 3_000]):  # three share a microsecond
+        with monkeypatch.context() as patch:
+            patch.setattr(workers.store, "now_us", lambda at=at: at)
+            comment_id, _, _ = store.add(
+                NewComment(
+                    post_id="paged", author="A", comment=f"c{n}", email_enc="", email_digest="d"
+                )
+            )
+        move = Transition({"id": comment_id, "post_id": "paged"}, "approved", None, {})
+        assert store.transition_many([move])[0].applied
+        ids.append(comment_id)
+    # Oldest first; within the shared microsecond, the index's own order (by id).
+    expected = [ids[0], *sorted(ids[1:4]), ids[4]]
+    for limit in (1, 2, 3, 5):
+        seen, cursor, pages = [], "", 0
+        while cursor is not None and pages < 10:
+            page = client.get(f"/api/v1/posts/paged/comments?limit={limit}&cursor={cursor}")
+            assert page.status_code == 200, page.get_json()
+            seen += [c["id"] for c in page.get_json()["comments"]]
+            cursor, pages = page.get_json()["next_cursor"], pages + 1
+        assert seen == expected, limit
+    # A cursor handed out before ids were added ("<microseconds>") still reads.
+    old = client.get("/api/v1/posts/paged/comments?cursor=2000").get_json()
+    assert [c["id"] for c in old["comments"]] == [ids[4]]
+    bad = client.get(f"/api/v1/posts/paged/comments?cursor=2000~{'z' * 24}")
+    assert bad.status_code == 400 and "cursor" in bad.get_json()["errors"]

@@ -513,17 +513,32 @@ class CommentStore:
         return {i: decode_record(raw) for i, raw in zip(ids, pipe.execute(), strict=True) if raw}
 
     def list_post(
-        self, post_id: str, *, after: int | None, limit: int
-    ) -> tuple[list[dict[str, Any]], int | None]:
-        """Return approved comments of a post, oldest first, and the next cursor."""
-        low = f"({after}" if after is not None else "-inf"
-        ids = self.redis.zrangebyscore(post_key(post_id), low, "+inf", start=0, num=limit + 1)
-        return self._page([_s(i) for i in ids], limit)
+        self, post_id: str, *, after: tuple[int, str | None] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+        """Return approved comments of a post, oldest first, and the next cursor.
 
-    def _page(self, ids: list[str], limit: int) -> tuple[list[dict[str, Any]], int | None]:
-        records = self.get_many(ids[:limit])
-        cursor = records[-1]["created_us"] if len(ids) > limit and records else None
-        return records, cursor
+        The cursor is the (creation time, id) of the last comment returned: comments stored in
+        the same microsecond (two API processes) follow in the index's own order, by id, so
+        none is skipped. An id of None (a cursor from before ids were added) skips every
+        comment of that microsecond, as those cursors did.
+        """
+        key = post_key(post_id)
+        entries: list[tuple[str, float]] = []
+        low = "-inf"
+        if after is not None:
+            after_us, after_id = after
+            if after_id is not None:
+                ties = self.redis.zrangebyscore(key, after_us, after_us, withscores=True)
+                entries = [(_s(m), s) for m, s in ties if _s(m) > after_id][: limit + 1]
+            low = f"({after_us}"
+        if len(entries) <= limit:
+            more = self.redis.zrangebyscore(
+                key, low, "+inf", start=0, num=limit + 1 - len(entries), withscores=True
+            )
+            entries += [(_s(m), s) for m, s in more]
+        records = self.get_many([member for member, _ in entries[:limit]])
+        last = entries[limit - 1] if len(entries) > limit else None
+        return records, (int(last[1]), last[0]) if last else None
 
     def queue_sizes(self) -> dict[str, int]:
         """Return how many comments each queue holds, plus those awaiting scoring."""
