@@ -30,7 +30,15 @@ from model.registry import (
 from model.training import train
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared data folder not present")
+# Only the tests that train or read the public datasets need them; the artifact checks run on
+# the bundled model and must not be skipped with the data.
+needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared data folder not present")
+
+
+def _require_data() -> None:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("shared data folder not present")
+
 
 MARKER = "zorblax quintessa discount portal"  # text no public dataset contains
 
@@ -38,6 +46,7 @@ MARKER = "zorblax quintessa discount portal"  # text no public dataset contains
 @pytest.fixture(scope="module")
 def small_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model trained on at most 150 rows per dataset (seconds, not minutes)."""
+    _require_data()
     out = tmp_path_factory.mktemp("small")
     result = train(SHARED_DATA, out, config=TrainConfig(max_rows_per_source=150), progress=False)
     return result.folder
@@ -212,6 +221,7 @@ def test_seeding_replaces_a_live_version_of_an_older_format(
     assert json.loads((registry.root / "history.json").read_text()) == [small_artifact.name]
 
 
+@needs_data
 def test_promote_refuses_worse_candidate_unless_forced(
     registry: ModelRegistry, small_artifact: Path
 ) -> None:
@@ -243,6 +253,7 @@ def test_rollback_restores_previous_live_version(
         registry.rollback()
 
 
+@needs_data
 def test_moderator_labels_visibly_move_scores(
     tmp_path: Path, small_artifact: Path, labels_file: Path
 ) -> None:
@@ -257,6 +268,7 @@ def test_moderator_labels_visibly_move_scores(
     assert with_labels.metadata["training_data"]["rows"]["spam/moderator"]["rows"] == 5
 
 
+@needs_data
 def test_cli_train_list_promote_score_evaluate_rollback(tmp_path: Path, labels_file: Path) -> None:
     """The CLI drives the whole life cycle of a version."""
     runner = CliRunner()
@@ -286,9 +298,10 @@ def test_cli_train_list_promote_score_evaluate_rollback(tmp_path: Path, labels_f
     listed = runner.invoke(cli, ["list", "--registry", str(root), "--json"])
     assert {v["version"] for v in json.loads(listed.output)} == {first, version}
 
+    # 150 rows a dataset: worse than the bundled model, so promotion needs --force.
     refused = runner.invoke(cli, ["promote", "--registry", str(root), version])
-    if refused.exit_code != 0:
-        assert "--force" in refused.output or "force" in refused.output
+    assert refused.exit_code != 0 and "--force" in refused.output, refused.output
+    assert ModelRegistry(root).live_version() == first
     forced = runner.invoke(cli, ["promote", "--registry", str(root), version, "--force"])
     assert forced.exit_code == 0 and ModelRegistry(root).live_version() == version
 
@@ -501,6 +514,7 @@ def random_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def noisy_candidate(tmp_path_factory: pytest.TempPathFactory, random_labels: Path) -> Path:
     """A small model trained on the random labels (weight 30 each)."""
+    _require_data()
     out = tmp_path_factory.mktemp("noisy")
     config = TrainConfig(max_rows_per_source=150)
     return train(
@@ -563,6 +577,7 @@ def test_promote_leaves_out_evaluation_rows_the_live_model_was_trained_on(
     assert {c["set"] for c in comparison.labels.values()} == {"recorded validation metrics"}
 
 
+@needs_data
 def test_promote_still_scores_evaluation_rows_neither_model_was_trained_on(
     registry: ModelRegistry, noisy_candidate: Path, random_labels: Path, tmp_path: Path
 ) -> None:

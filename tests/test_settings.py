@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.fernet import Fernet
 
 from workers.settings import ConfigError, Settings
 
@@ -84,3 +85,34 @@ def test_out_of_range_values_are_refused_naming_the_variable(variable: str, valu
 )
 def test_values_in_range_are_read(variable: str, value: str, field: str, expected: object) -> None:
     assert getattr(Settings.from_mapping({variable: value}), field) == expected
+
+
+def test_production_refuses_to_start_without_its_secrets_and_never_uses_the_development_ones() -> (
+    None
+):
+    """Outside development and test the four secrets are required: a deployment that forgot
+    one must not run on the publicly known development keys."""
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_mapping({"MODERATION_ENV": "production"}).check()
+    for variable in (
+        "MODERATION_SECRET_KEY",
+        "MODERATION_EMAIL_ENCRYPTION_KEYS",
+        "MODERATION_EMAIL_HMAC_KEY",
+        "MODERATION_MODERATOR_TOKEN",
+    ):
+        assert variable in str(refused.value)
+    development = Settings.from_mapping({}).check()
+    secrets = {
+        "MODERATION_SECRET_KEY": "s" * 32,
+        "MODERATION_EMAIL_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "MODERATION_EMAIL_HMAC_KEY": "h" * 32,
+        "MODERATION_MODERATOR_TOKEN": "operator-token",
+    }
+    for missing in secrets:
+        partial = {k: v for k, v in secrets.items() if k != missing}
+        with pytest.raises(ConfigError, match=missing):
+            Settings.from_mapping({"MODERATION_ENV": "production", **partial}).check()
+    production = Settings.from_mapping({"MODERATION_ENV": "production", **secrets}).check()
+    assert production.secret_key != development.secret_key
+    assert production.email_encryption_keys != development.email_encryption_keys
+    assert production.email_hmac_key != development.email_hmac_key
