@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -11,6 +12,7 @@ import pytest
 import redis as redis_lib
 from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner
+from werkzeug.test import TestResponse
 
 from service import create_app
 from tests.conftest import MODERATOR_TOKEN, client_for
@@ -237,13 +239,59 @@ def test_html_pages_carry_security_headers_and_escape_input(client: FlaskClient)
     )
     page = response.get_data(as_text=True)
     assert "<script>alert" not in page and "&lt;script&gt;" in page
-    for header in (
-        "Content-Security-Policy",
-        "X-Frame-Options",
-        "X-Content-Type-Options",
-        "Referrer-Policy",
-    ):
-        assert header in response.headers
+    assert_html_security_headers(response)
+
+
+CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+
+
+def assert_html_security_headers(response: TestResponse) -> None:
+    """The headers every HTML page carries, with the values the service sets."""
+    assert response.mimetype == "text/html", response.mimetype
+    headers = response.headers
+    csp = headers.get("Content-Security-Policy", "")
+    directives = {d.split()[0]: d.split()[1:] for d in csp.split(";") if d.strip()}
+    # Scripts only from the service itself (none inline, no eval: a "javascript:" back link
+    # is blocked), and no other site may frame the page (clickjacking).
+    assert directives.get("default-src") == ["'self'"], csp
+    assert "script-src" not in directives, csp
+    assert directives.get("frame-ancestors") == ["'none'"], csp
+    assert "unsafe-eval" not in csp and "*" not in csp, csp
+    assert csp == CSP
+    assert headers.get("X-Frame-Options") == "DENY"
+    assert headers.get("X-Content-Type-Options") == "nosniff"
+    assert headers.get("Referrer-Policy") == "same-origin"
+
+
+def test_every_kind_of_html_page_carries_the_security_headers(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    client = client_for(settings, rate_limit_ip="1/minute")
+    env = {"REMOTE_ADDR": "203.0.113.93"}
+    pages = {
+        "demo": client.get("/", headers=BROWSER),
+        "fix": client.post(
+            "/api/v1/comments", data={**FORM, "author": ""}, headers=BROWSER, environ_base=env
+        ),
+        "429": client.post("/api/v1/comments", data=FORM, headers=BROWSER, environ_base=env),
+        "404": client.get("/api/v1/comments/not-a-comment-id", headers=BROWSER),
+        "unknown path": client.get("/no/such/page", headers=BROWSER),
+    }
+    assert {name: r.status_code for name, r in pages.items()} == {
+        "demo": 200,
+        "fix": 422,
+        "429": 429,
+        "404": 404,
+        "unknown path": 404,
+    }
+    for name, response in pages.items():
+        try:
+            assert_html_security_headers(response)
+        except AssertionError as failure:
+            raise AssertionError(f"{name} page: {failure}") from failure
+    # JSON answers are never sniffed as something else either.
+    api = client.get("/api/v1/comments/not-a-comment-id")
+    assert api.headers.get("X-Content-Type-Options") == "nosniff"
 
 
 def test_duplicate_is_a_409_only_for_the_client_that_sent_the_original(
@@ -481,7 +529,117 @@ def test_a_poster_token_submits_for_readers_and_can_do_nothing_else(
         score_and_decide(runtime, response.get_json()["id"])
         codes = set(runtime.store.get(response.get_json()["id"])["decision_reasons"] or [])
         assert not codes & {"form_token_missing", "form_token_invalid"}
-    for path in ("/api/v1/moderation/queue", "/api/v1/moderation/audit"):
-        denied = client.get(path, headers=poster)
-        assert denied.status_code == 403, path
-        assert "token" in denied.get_json()["detail"]
+    # Every moderation and privacy route refuses it, and nothing changes.
+    comment_id = response.get_json()["id"]
+    before = _snapshot(redis)
+    trail = runtime.store.audit_trail(comment_id)
+    queue = runtime.store.get(comment_id)["queue"]
+    routes = _private_requests(client, comment_id, FORM["email"])
+    assert set(ALL_PRIVATE_ENDPOINTS) <= {endpoint for endpoint, *_ in routes}
+    for endpoint, method, path, body in routes:
+        denied = client.open(path, method=method, json=body, headers=poster)
+        assert denied.status_code == 403, (endpoint, method, denied.status_code)
+        assert denied.mimetype == "application/problem+json", endpoint
+        assert "token" in denied.get_json()["detail"], endpoint
+    assert runtime.store.get(comment_id)["queue"] == queue
+    assert runtime.store.audit_trail(comment_id) == trail
+    assert _snapshot(redis) == before
+    # The same requests are ones that act: an admin's succeed (erase last, it removes all).
+    admin = {"Authorization": "Bearer " + create_token(runtime.store, "dpo", "admin")}
+    for endpoint, method, path, body in sorted(
+        (r for r in routes if r[0] in ALL_PRIVATE_ENDPOINTS),
+        key=lambda r: ALL_PRIVATE_ENDPOINTS.index(r[0]),
+    ):
+        allowed = client.open(path, method=method, json=body, headers=admin)
+        assert allowed.status_code in (200, 201), (endpoint, allowed.get_json())
+    assert runtime.store.get(comment_id) is None  # erased
+
+
+# Every moderation and privacy endpoint, in an order an admin can run them one after another.
+ALL_PRIVATE_ENDPOINTS = (
+    "moderation.queue",
+    "moderation.detail",
+    "moderation.note",
+    "moderation.decision",
+    "moderation.bulk",
+    "moderation.undo",
+    "moderation.reveal_email",
+    "moderation.audit_log",
+    "privacy.export",
+    "privacy.erase",
+)
+
+
+def _private_requests(
+    client: FlaskClient, comment_id: str, email: str
+) -> list[tuple[str, str, str, dict[str, object] | None]]:
+    """Return (endpoint, method, path, JSON body) for every route of the moderation and
+    privacy APIs in the app's URL map (so a new route is checked too), each a request that
+    would act if the token were allowed to."""
+    bodies: dict[str, dict[str, object]] = {
+        "moderation.decision": {"action": "reject", "note": "by a poster"},
+        "moderation.bulk": {"action": "spam", "ids": [comment_id]},
+        "moderation.note": {"note": "A note by a poster."},
+        "privacy.export": {"email": email},
+        "privacy.erase": {"email": email},
+    }
+    found = []
+    for rule in client.application.url_map.iter_rules():
+        if not rule.rule.startswith(("/api/v1/moderation", "/api/v1/privacy")):
+            continue
+        path = re.sub(r"<[^>]+>", comment_id, rule.rule)  # every path argument is a comment id
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            found.append((rule.endpoint, method, path, bodies.get(rule.endpoint)))
+    return found
+
+
+def _snapshot(redis: redis_lib.Redis) -> dict[str, object]:
+    """Return every key of the service and its value."""
+    read = {
+        "hash": redis.hgetall,
+        "list": lambda k: redis.lrange(k, 0, -1),
+        "zset": lambda k: redis.zrange(k, 0, -1, withscores=True),
+        "set": lambda k: sorted(redis.smembers(k)),
+        "stream": redis.xrange,
+        "string": redis.get,
+    }
+    return {key: read.get(redis.type(key), lambda k: None)(key) for key in redis.scan_iter("mod:*")}
+
+
+def test_a_moderator_token_cannot_take_admin_actions_or_handle_privacy_requests(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """Only admins delete, reveal addresses, read the audit log and handle privacy requests."""
+    from workers.moderation import create_token
+
+    client = client_for(settings)
+    runtime = Runtime(settings)
+    moderator = {"Authorization": "Bearer " + create_token(runtime.store, "mia", "moderator")}
+    comment_id = client.post("/api/v1/comments", json=FORM).get_json()["id"]
+    score_and_decide(runtime, comment_id)
+    before = _snapshot(redis)
+    privacy = [r for r in _private_requests(client, comment_id, FORM["email"]) if "privacy" in r[0]]
+    assert {r[0] for r in privacy} >= {"privacy.export", "privacy.erase"}
+    admin_only = [
+        *privacy,
+        ("reveal", "GET", f"/api/v1/moderation/comments/{comment_id}/email", None),
+        ("audit", "GET", "/api/v1/moderation/audit", None),
+        (
+            "delete",
+            "POST",
+            f"/api/v1/moderation/comments/{comment_id}/decision",
+            {"action": "delete"},
+        ),
+    ]
+    for name, method, path, body in admin_only:
+        denied = client.open(path, method=method, json=body, headers=moderator)
+        assert denied.status_code == 403, (name, denied.status_code)
+        assert "admin" in denied.get_json()["detail"], name
+    bulk = client.post(
+        "/api/v1/moderation/bulk",
+        json={"action": "delete", "ids": [comment_id]},
+        headers=moderator,
+    )
+    assert bulk.status_code == 200 and bulk.get_json()["results"][comment_id]["status"] == 403
+    assert _snapshot(redis) == before
+    assert runtime.store.get(comment_id) is not None

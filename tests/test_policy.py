@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+import pytest
 
 from model.policy import Signals, decide, held_for_error
 
@@ -108,3 +111,35 @@ def test_a_comment_held_on_both_scores_is_labelled_by_the_one_further_past_its_t
     assert set(insult.reasons) == {"spam_score_uncertain", "toxic_score"}
     pitch = decide(S(0.8, 0.09), real)
     assert (pitch.queue, pitch.label) == ("pending", "spam")
+
+
+def below(threshold: float) -> float:
+    """Return the largest score below a threshold."""
+    return math.nextafter(threshold, 0.0)
+
+
+@pytest.mark.parametrize(
+    "thresholds",
+    [T, FakeThresholds(spam_reject=0.9664, spam_hold=0.0287, toxic_hold=0.0785)],
+    ids=["round", "trained"],
+)
+def test_each_threshold_applies_at_or_above_it(thresholds: FakeThresholds) -> None:
+    """README: a score "at or above" a threshold rejects or holds; just below it does not."""
+    at_reject = decide(S(thresholds.spam_reject, 0.0), thresholds)
+    assert (at_reject.queue, at_reject.reasons) == ("spam", ("spam_score_high",))
+    below_reject = decide(S(below(thresholds.spam_reject), 0.0), thresholds)
+    assert (below_reject.queue, below_reject.label) == ("pending", "spam")
+
+    at_spam_hold = decide(S(thresholds.spam_hold, 0.0), thresholds)
+    assert (at_spam_hold.queue, at_spam_hold.reasons) == ("pending", ("spam_score_uncertain",))
+    assert decide(S(below(thresholds.spam_hold), 0.0), thresholds).queue == "approved"
+
+    at_toxic_hold = decide(S(0.0, thresholds.toxic_hold), thresholds)
+    assert (at_toxic_hold.queue, at_toxic_hold.reasons) == ("pending", ("toxic_score",))
+    assert decide(S(0.0, below(thresholds.toxic_hold)), thresholds).queue == "approved"
+
+
+def test_hold_thresholds_of_zero_hold_every_comment() -> None:
+    """An operator setting a hold threshold to 0 sends even a 0.0 score to a moderator."""
+    for zero in (FakeThresholds(spam_hold=0.0), FakeThresholds(toxic_hold=0.0)):
+        assert decide(S(0.0, 0.0), zero).queue == "pending", zero

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import redis as redis_lib
 from flask.testing import FlaskClient
 
@@ -18,6 +19,7 @@ from workers.settings import Settings
 
 EMAIL = "Erase.Me@Example.org"
 OTHER = "keep.me@example.org"
+DAY_US = 86400 * 1_000_000
 
 
 def dump_everything(redis: redis_lib.Redis) -> str:
@@ -190,17 +192,22 @@ def test_privacy_requests_need_a_valid_address(client: FlaskClient, settings: Se
 
 
 def test_retention_expires_rejected_comments_and_old_audit_entries(
-    client: FlaskClient, settings: Settings, redis: redis_lib.Redis
+    client: FlaskClient, settings: Settings, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runtime = Runtime(settings)
     store = runtime.store
-    ids = [
-        client.post(
-            "/api/v1/comments",
-            json={"post_id": "p", "comment": f"Comment {n}", "author": "A", "email": OTHER},
-        ).get_json()["id"]
-        for n in range(3)
-    ]
+    # Submitted 29 days ago: a day inside the default period for rejected and spam comments.
+    submitted = time.time_ns() // 1000 - 29 * DAY_US
+    with monkeypatch.context() as past:
+        past.setattr("workers.store.now_us", lambda: submitted)
+        ids = [
+            client.post(
+                "/api/v1/comments",
+                json={"post_id": "p", "comment": f"Comment {n}", "author": "A", "email": OTHER},
+            ).get_json()["id"]
+            for n in range(3)
+        ]
+    assert {store.get(i)["created_us"] for i in ids} == {submitted}
     for comment_id, queue in zip(ids, ("spam", "rejected", "approved"), strict=True):
         store.transition(
             store.get(comment_id),
@@ -210,7 +217,24 @@ def test_retention_expires_rejected_comments_and_old_audit_entries(
             audit={"actor": "t", "action": queue},
         )
     assert redis.xlen("mod:audit") == 3
+    trails = {i: store.audit_trail(i) for i in ids}
     time.sleep(0.01)  # the audit cutoff has millisecond resolution
+    # The documented periods (30 days, 365 days) keep everything younger: the moderators'
+    # spam and rejected queues, and what the audit log says about them.
+    assert (settings.retention_rejected_days, settings.retention_audit_days) == (30, 365)
+    report = purge_expired(
+        store,
+        rejected_days=settings.retention_rejected_days,
+        audit_days=settings.retention_audit_days,
+    )
+    assert report == {"comments_deleted": 0, "audit_entries_trimmed": 0}
+    assert [store.get(i)["queue"] for i in ids] == ["spam", "rejected", "approved"]
+    assert {i: store.audit_trail(i) for i in ids} == trails
+    assert [json.loads(e["entry"])["action"] for _, e in redis.xrange("mod:audit")] == [
+        "spam",
+        "rejected",
+        "approved",
+    ]
     report = purge_expired(store, rejected_days=0, audit_days=0)
     assert report["comments_deleted"] == 2
     assert store.get(ids[0]) is None and store.get(ids[1]) is None
@@ -351,3 +375,44 @@ def test_comments_filed_under_the_old_case_folded_digest_are_exported_and_erased
     assert erased.get_json()["comment_ids"] == [old]
     assert runtime.store.get(old) is None and runtime.store.get(other) is not None
     assert export("strasse@example.com") == [other]
+
+
+def test_after_an_email_key_rotation_old_addresses_still_open_and_new_ones_use_the_new_key(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """MODERATION_EMAIL_ENCRYPTION_KEYS: the first key encrypts, all of them decrypt. After
+    "new,old" replaces "old", an admin still reads every stored address."""
+    from cryptography.fernet import Fernet, InvalidToken
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    before = settings.with_overrides(email_encryption_keys=(old,))
+    address = "rotated.reader@example.org"  # as stored: intake lower-cases the domain
+    body = {"post_id": "p-keys", "author": "K", "email": address}
+    stored = client_for(before).post(
+        "/api/v1/comments", json={**body, "comment": "Written under the old key."}
+    )
+    assert stored.status_code == 202
+    first = stored.get_json()["id"]
+    runtime = Runtime(before)
+    old_token = runtime.store.get(first)["email_enc"].encode()
+    assert Fernet(old.encode()).decrypt(old_token).decode() == address
+
+    rotated = client_for(settings, email_encryption_keys=(new, old))
+    admin = {"Authorization": "Bearer " + create_token(runtime.store, "dpo", "admin")}
+    revealed = rotated.get(f"/api/v1/moderation/comments/{first}/email", headers=admin)
+    assert revealed.status_code == 200 and revealed.get_json()["email"] == address
+
+    second = rotated.post(
+        "/api/v1/comments", json={**body, "comment": "Written under the new key."}
+    ).get_json()["id"]
+    encrypted = runtime.store.get(second)["email_enc"].encode()
+    assert Fernet(new.encode()).decrypt(encrypted).decode() == address
+    with pytest.raises(InvalidToken):
+        Fernet(old.encode()).decrypt(encrypted)
+
+    exported = rotated.post("/api/v1/privacy/export", json={"email": address}, headers=admin)
+    assert exported.status_code == 200
+    assert {c["id"]: c["email"] for c in exported.get_json()["comments"]} == {
+        first: address,
+        second: address,
+    }
