@@ -227,16 +227,25 @@ def test_poison_comment_is_retried_a_bounded_number_of_times_then_held_without_b
 ) -> None:
     """A corrupted record (its text field lost) is retried, held as scoring_failed; others flow."""
     # The sweep is slowed down so the attempts counted are the task's own retries.
-    stack = stack_factory(MODERATION_SWEEP_AFTER_SECONDS="60")
+    # Every comment is held (spam hold threshold 0, never rejected), so the poison comment
+    # shares the pending queue with scored comments created before and after it: its place in
+    # a sort then cannot come from its age, nor from being alone.
+    stack = stack_factory(
+        MODERATION_SWEEP_AFTER_SECONDS="60",
+        MODERATION_SPAM_HOLD_THRESHOLD="0",
+        MODERATION_SPAM_REJECT_THRESHOLD="1",
+    )
     client = stack.client()
+    earlier = post_many(client, 15)
     status, poison = post(client)
     assert status == 202 and poison
     # A partial write or a bad manual edit: the record exists but has no text to score.
     stack.redis.hdel(f"mod:c:{poison}", "comment")
-    later = post_many(client, 30)
+    after = post_many(client, 15)
+    others = earlier + after
 
     worker = stack.start_worker(concurrency=1)
-    wait_for(lambda: len(stack.decided(later)) == len(later), timeout=30)
+    wait_for(lambda: len(stack.decided(others)) == len(others), timeout=30)
     wait_for(lambda: stack.record(poison).get("state") == "scored", timeout=30)
 
     record = stack.record(poison)
@@ -252,11 +261,20 @@ def test_poison_comment_is_retried_a_bounded_number_of_times_then_held_without_b
     queue = client.get("/api/v1/moderation/queue?status=pending&limit=200", headers=moderator)
     held = [item for item in queue.get_json()["items"] if item["id"] == poison]
     assert held and held[0]["decision_reasons"] == ["scoring_failed"]
+    # Newest first, it is in the middle of the pending queue, neither first nor last.
+    by_age = [item["id"] for item in queue.get_json()["items"]]
+    assert queue.get_json()["next_cursor"] is None
+    assert by_age == [*after[::-1], poison, *earlier[::-1]]
     # Every view of the queue shows it: first by uncertainty (its scores are unknown), after
-    # every scored comment by spam or toxic score.
+    # every scored comment by spam or toxic score, which come highest first.
     for sort, position in (("uncertainty", 0), ("spam", -1), ("toxic", -1)):
         page = client.get(
             f"/api/v1/moderation/queue?status=pending&sort={sort}&limit=200", headers=moderator
         ).get_json()
         assert page["next_cursor"] is None
-        assert page["items"][position]["id"] == poison, sort
+        ids = [item["id"] for item in page["items"]]
+        assert sorted(ids) == sorted(by_age), sort
+        assert ids[position] == poison, sort
+        if sort != "uncertainty":
+            scores = [item["scores"][sort] for item in page["items"] if item["id"] != poison]
+            assert None not in scores and scores == sorted(scores, reverse=True), sort

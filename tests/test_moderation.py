@@ -293,19 +293,37 @@ def test_undo_reverts_the_moderators_last_action_only(
     assert redis.hget(f"mod:c:{comment_id}", "state") == "scored"
     listing = client.get("/api/v1/posts/elections/comments").get_json()["comments"]
     assert comment_id not in [c["id"] for c in listing] or before == "approved"
-    # Undo of a delete brings the comment back with its trail.
-    client.post(
-        f"/api/v1/moderation/comments/{comment_id}/decision",
-        json={"action": "delete"},
-        headers=root,
-    )
+    # Undo of a delete brings the comment back with its whole trail, then the undo entry.
+    detail_path = f"/api/v1/moderation/comments/{comment_id}"
+    trail = client.get(detail_path, headers=root).get_json()["audit"]
+    assert [(e["actor"], e["action"]) for e in trail] == [
+        ("model", "score"),
+        ("alice", "approve"),
+        ("alice", "undo"),
+    ]
+    client.post(f"{detail_path}/decision", json={"action": "delete"}, headers=root)
     assert not redis.exists(f"mod:c:{comment_id}")
+    assert client.get(detail_path, headers=root).status_code == 404
     assert client.post("/api/v1/moderation/undo", headers=root).status_code == 200
     assert redis.hget(f"mod:c:{comment_id}", "queue") == before
-    detail = client.get(f"/api/v1/moderation/comments/{comment_id}", headers=root).get_json()
-    assert [e["action"] for e in detail["audit"]][-2:] == ["undo", "undo"] or detail["audit"][-1][
-        "action"
-    ] == "undo"
+    audit = client.get(detail_path, headers=root).get_json()["audit"]
+    # The comment's own trail: every entry from before the delete, unchanged, then the undo,
+    # which names what it undid (the delete entry itself is in the global log).
+    assert audit[:-1] == trail
+    undo = audit[-1]
+    assert {k: undo.get(k) for k in ("comment_id", "actor", "action", "undone", "to")} == {
+        "comment_id": comment_id,
+        "actor": "root",
+        "action": "undo",
+        "undone": "delete",
+        "to": before,
+    }
+    # The global audit log (newest first) holds the delete, then the undo of it.
+    log = client.get("/api/v1/moderation/audit?limit=1000", headers=root).get_json()["entries"]
+    mine = [e for e in log if e.get("comment_id") == comment_id]
+    assert [(e["actor"], e["action"]) for e in mine[:2]] == [("root", "undo"), ("root", "delete")]
+    assert (mine[1]["from"], mine[1]["to"]) == (before, "deleted")
+    assert {k: v for k, v in mine[0].items() if k != "audit_id"} == undo
 
 
 def test_undo_never_overwrites_a_later_decision_by_someone_else(
@@ -768,3 +786,156 @@ def test_queue_paging_moves_past_more_equal_scores_than_one_scan_examines(
             break
     assert cursor is None
     assert sorted(seen) == sorted(wanted) and len(seen) == len(wanted)
+
+
+def _hold_scored_in_pending(
+    settings: Settings, scores: list[tuple[float, float] | None]
+) -> list[str]:
+    """Store comments straight into the pending queue with these (spam, toxic) scores, in this
+    order of age; None is a comment whose scoring failed (no scores, held as an error)."""
+    from workers.pipeline import uncertainty
+    from workers.store import NewComment, Transition
+
+    store = Runtime(settings).store
+    moves = []
+    for n, pair in enumerate(scores):
+        comment_id, _, _ = store.add(
+            NewComment(
+                post_id="sorted",
+                author="Scored",
+                comment=f"Scored comment {n}.",
+                email_enc="",
+                email_digest="scored-digest",
+            )
+        )
+        fields: dict[str, object] = {"state": "scored", "decided_by": "model"}
+        if pair is None:
+            fields.update(decision_label="error", decision_reasons=["scoring_failed"])
+        else:
+            spam, toxic = pair
+            fields.update(spam=spam, toxic=toxic, uncertainty=round(uncertainty(spam, toxic), 6))
+        moves.append(Transition({"id": comment_id, "post_id": "sorted"}, "pending", None, fields))
+    assert all(r.applied for r in store.transition_many(moves))
+    return [str(m.comment["id"]) for m in moves]
+
+
+def test_queue_sorts_and_score_filters_give_exact_orders_with_inclusive_bounds(
+    client: FlaskClient,
+    settings: Settings,
+    tokens: dict[str, dict[str, str]],
+    redis: redis_lib.Redis,
+) -> None:
+    """Each sort has its own order (none of them the order of age), the comment without
+    scores is first by uncertainty and last by spam or toxic, and every score bound, alone or
+    combined, keeps exactly the comments within it, bounds included."""
+    # (spam, toxic); uncertainty = max(1 - |2 spam - 1|, 1 - |2 toxic - 1|) in brackets.
+    c0, c1, c2, c3, c4, c5 = _hold_scored_in_pending(
+        settings,
+        [
+            (0.30, 0.90),  # [0.6]
+            (0.95, 0.10),  # [0.2]
+            None,  # scoring failed: created in the middle, so age alone cannot place it
+            (0.50, 0.50),  # [1.0]
+            (0.10, 0.65),  # [0.7]
+            (0.75, 0.20),  # [0.5]
+        ],
+    )
+    alice = tokens["alice"]
+    assert queue_ids(client, alice, "sort=newest") == [c5, c4, c3, c2, c1, c0]
+    assert queue_ids(client, alice, "sort=oldest") == [c0, c1, c2, c3, c4, c5]
+    orders = {
+        "spam": [c1, c5, c3, c0, c4, c2],
+        "toxic": [c0, c4, c3, c5, c1, c2],
+        "uncertainty": [c2, c3, c4, c0, c5, c1],
+    }
+    for sort, expected in orders.items():
+        assert queue_ids(client, alice, f"sort={sort}") == expected, sort
+        # The same order page by page, following the (score, id) cursors.
+        pages = _follow_cursors(client, alice, f"sort={sort}&limit=2")
+        assert [item["id"] for page in pages for item in page["items"]] == expected, sort
+
+    # Bounds are inclusive; a comment without scores matches no score bound. Each query is
+    # checked in age order (the filter alone) and in the order of the score it bounds (the
+    # range is then also applied to the score index).
+    cases = {
+        "min_spam=0.5": [c1, c3, c5],
+        "max_spam=0.3": [c0, c4],
+        "min_toxic=0.65": [c0, c4],
+        "max_toxic=0.2": [c1, c5],
+        "min_spam=0": [c0, c1, c3, c4, c5],
+        "max_toxic=1": [c0, c1, c3, c4, c5],
+        "min_spam=0.3&max_spam=0.75": [c0, c3, c5],
+        "min_toxic=0.2&max_toxic=0.65": [c3, c4, c5],
+        "min_spam=0.3&max_spam=0.75&min_toxic=0.5": [c0, c3],
+        "min_spam=0.3&max_toxic=0.5": [c1, c3, c5],
+        "max_spam=0.5&min_toxic=0.5&max_toxic=0.65": [c3, c4],
+        "min_spam=0.5&max_spam=0.5&min_toxic=0.5&max_toxic=0.5": [c3],
+        "min_spam=0.96": [],
+        "max_toxic=0.09": [],
+    }
+    for query, expected in cases.items():
+        assert queue_ids(client, alice, f"sort=oldest&{query}") == expected, query
+        for sort in ("spam", "toxic"):
+            ranked = [i for i in orders[sort] if i in expected]
+            assert queue_ids(client, alice, f"sort={sort}&{query}") == ranked, (sort, query)
+
+
+def test_bulk_takes_at_most_500_ids(
+    client: FlaskClient,
+    settings: Settings,
+    tokens: dict[str, dict[str, str]],
+    redis: redis_lib.Redis,
+) -> None:
+    (held,) = _hold_in_pending(settings, [("limits", "d")])
+    alice = tokens["alice"]
+    unknown = [f"{n:024x}" for n in range(1, 501)]
+    # 501 ids: refused as a whole, naming ids, before anything is applied.
+    refused = client.post(
+        "/api/v1/moderation/bulk", json={"action": "spam", "ids": [held, *unknown]}, headers=alice
+    )
+    assert refused.status_code == 422
+    assert set(refused.get_json()["errors"]) == {"ids"}
+    assert "500" in refused.get_json()["errors"]["ids"]
+    assert redis.hget(f"mod:c:{held}", "queue") == "pending"
+    assert client.post("/api/v1/moderation/undo", headers=alice).status_code == 409
+    # 500 ids: taken, a result for each.
+    taken = client.post(
+        "/api/v1/moderation/bulk",
+        json={"action": "spam", "ids": [held, *unknown[:499]]},
+        headers=alice,
+    )
+    assert taken.status_code == 200
+    results = taken.get_json()["results"]
+    assert len(results) == 500 and results[held] == {"status": 200, "queue": "spam"}
+    assert all(results[i]["status"] == 404 for i in unknown[:499])
+
+
+def test_undo_goes_back_20_actions_and_remembers_them_for_at_most_7_days(
+    client: FlaskClient,
+    settings: Settings,
+    tokens: dict[str, dict[str, str]],
+    redis: redis_lib.Redis,
+) -> None:
+    ids = _hold_in_pending(settings, [("limits", "d")] * 21)
+    alice = tokens["alice"]
+    for comment_id in ids:
+        decided = client.post(
+            f"/api/v1/moderation/comments/{comment_id}/decision",
+            json={"action": "approve"},
+            headers=alice,
+        )
+        assert decided.status_code == 200
+    ttl = redis.ttl("mod:undo:alice")
+    assert 7 * 86400 - 60 <= ttl <= 7 * 86400
+    # The last 20 decisions come back, newest first; the 21st (the oldest) is out of reach.
+    undone = []
+    for _ in range(20):
+        response = client.post("/api/v1/moderation/undo", headers=alice)
+        assert response.status_code == 200, response.get_json()
+        undone.append(response.get_json()["id"])
+    assert undone == ids[:0:-1]
+    assert [redis.hget(f"mod:c:{i}", "queue") for i in ids[1:]] == ["pending"] * 20
+    last = client.post("/api/v1/moderation/undo", headers=alice)
+    assert last.status_code == 409
+    assert last.get_json()["detail"] == "There is nothing to undo."
+    assert redis.hget(f"mod:c:{ids[0]}", "queue") == "approved"
