@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import socket
 import threading
 import time
@@ -35,6 +36,7 @@ from workers.celery_app import (
 )
 from workers.moderation import create_token
 from workers.pipeline import score_and_decide
+from workers.privacy import PUBLIC_FIELDS
 from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.tasks import (
@@ -416,6 +418,22 @@ def test_verify_answers_false_for_any_malformed_header_and_true_for_a_spaced_one
     assert not verify(SECRET, good, b"{ }")
 
 
+def test_verify_refuses_an_event_signed_more_than_five_minutes_away_either_side() -> None:
+    """A replayed event (or one with a forged far-future stamp) fails even when its HMAC is
+    right: what a site copying verify() relies on. The window is verify's default, 300 s."""
+    body = b'{"id": "x"}'
+    now = time.time()
+    # Stamps are whole seconds: rounded so that the 301 s ones are at least 301 s away and
+    # the 299 s ones less than 300 s away, whatever the fraction of a second.
+    replayed = sign(SECRET, int(now) - 301, body)
+    assert verify(SECRET, replayed, body) is False
+    assert verify(SECRET, replayed, body, tolerance=600) is True  # refused for its age alone
+    assert verify(SECRET, sign(SECRET, math.ceil(now) - 299, body), body) is True
+    assert verify(SECRET, sign(SECRET, math.ceil(now) + 299, body), body) is True
+    assert verify(SECRET, sign(SECRET, math.ceil(now) + 301, body), body) is False
+    assert verify(SECRET, sign(SECRET, math.ceil(now) + 86400 * 365, body), body) is False
+
+
 # -- retries, drops, the metric and the log ----------------------------------------------------
 
 
@@ -631,6 +649,112 @@ def test_the_operators_manual_purge_sends_the_same_events(
     (event,) = deliver_queued(hook, broker, receiver)
     assert event["type"] == "comment.deleted" and event["reason"] == "expired"
     assert event["comment"] == {"id": comment_id, "post_id": "harbour"}
+
+
+# -- what a decision event holds, and at most once ------------------------------------------------
+
+
+def leaves(value: Any) -> Iterator[tuple[str, Any]]:
+    """Yield (key, value) of every leaf of a decoded JSON document, at any depth."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                yield from leaves(item)
+            else:
+                yield key, item
+    elif isinstance(value, list):
+        for item in value:
+            yield from leaves(item)
+
+
+def test_a_decision_event_carries_the_public_fields_and_never_the_email_or_scores(
+    receiver: Receiver, settings: Settings, broker: redis_lib.Redis
+) -> None:
+    """README: a decision event holds the comment's public fields and the decision, "never the
+    email or scores": not at the top level either, and not the email's digest."""
+    hook = hooked(settings, receiver.url("/status/204"))
+    comment_id = stored_comment(hook)
+    runtime = Runtime(hook)
+    score_and_decide(runtime, comment_id)
+    client = create_app(hook, configure_logs=False).test_client()
+    admin = {"Authorization": "Bearer " + create_token(runtime.store, "root", "admin")}
+    url = f"/api/v1/moderation/comments/{comment_id}/decision"
+    assert client.post(url, json={"action": "approve"}, headers=admin).status_code == 200
+    (event,) = deliver_queued(hook, broker, receiver)
+    (_, _, body) = receiver.requests[-1]
+    text = body.decode()
+
+    assert set(event) == {"id", "type", "comment", "status", "queue", "decided_by"}
+    assert set(event["comment"]) == set(PUBLIC_FIELDS)
+    assert event["type"] == "comment.decided" and event["id"].startswith(f"{comment_id}.")
+    assert event["status"] == event["queue"] == "approved"
+    assert event["comment"]["id"] == comment_id and event["comment"]["comment"] == TEXT
+    assert event["comment"]["author"] == AUTHOR and event["comment"]["post_id"] == "harbour"
+
+    raw = broker.hgetall(f"mod:c:{comment_id}")
+    secrets = {name: raw[name] for name in ("email_enc", "email_digest", "ip_digest")}
+    assert all(secrets.values()), secrets  # each is stored, so its absence below means something
+    for name, value in secrets.items():
+        assert value not in text, f"{name} in the event"
+    assert EMAIL not in text and EMAIL.split("@")[0] not in text
+    # The model's scores: no number anywhere in the event, and neither stored value as text
+    # (when it has digits enough not to turn up by chance, as in a timestamp's "0.0").
+    assert raw["spam"] and raw["toxic"]
+    for name in ("spam", "toxic"):
+        if len(raw[name]) >= 6:
+            assert raw[name] not in text and repr(float(raw[name])) not in text, name
+    for key, value in leaves(event):
+        assert value is None or isinstance(value, str), (key, value)
+        assert key not in {"spam", "toxic", "scores", "email", "email_digest", "model_version"}
+
+
+def test_running_the_same_delivery_twice_sends_one_request(
+    receiver: Receiver, settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """At most once: a task Celery runs again (redelivered after a crash, say) sends nothing."""
+    celery = create_celery(hooked(settings, receiver.url("/status/200")))
+    comment_id = stored_comment(settings)
+    decision = celery.tasks[WEBHOOK_TASK]
+    event_id = f"{comment_id}.1"
+    assert decision.apply(args=[comment_id, event_id]).get() == "sent"
+    assert decision.apply(args=[comment_id, event_id]).get() == "already_sent"
+    assert len(receiver.requests) == 1
+    deletion = celery.tasks[WEBHOOK_DELETION_TASK]
+    args = [comment_id, "harbour", "deleted", f"{comment_id}.deleted.x", 1]
+    assert deletion.apply(args=args).get() == "sent"
+    assert deletion.apply(args=args).get() == "already_sent"
+    assert len(receiver.requests) == 2
+    assert [json.loads(body)["type"] for _, _, body in receiver.requests] == [
+        "comment.decided",
+        "comment.deleted",
+    ]
+
+
+def test_a_decision_queued_before_its_comment_was_deleted_is_not_sent(
+    receiver: Receiver, settings: Settings, broker: redis_lib.Redis
+) -> None:
+    """A decision event still waiting when a moderator deletes the comment is skipped: the site
+    gets the deletion only, never the deleted comment's text."""
+    hook = hooked(settings, receiver.url("/status/200"))
+    comment_id = stored_comment(hook)
+    runtime = Runtime(hook)
+    score_and_decide(runtime, comment_id)
+    client = create_app(hook, configure_logs=False).test_client()
+    admin = {"Authorization": "Bearer " + create_token(runtime.store, "root", "admin")}
+    url = f"/api/v1/moderation/comments/{comment_id}/decision"
+    assert client.post(url, json={"action": "approve"}, headers=admin).status_code == 200
+    assert client.post(url, json={"action": "delete"}, headers=admin).status_code == 200
+    queued = queued_webhooks(broker)
+    assert [name for name, _ in queued] == [WEBHOOK_TASK, WEBHOOK_DELETION_TASK]
+    assert queued[0][1][0] == queued[1][1][0] == comment_id
+
+    celery = create_celery(hook)
+    outcomes = [celery.tasks[name].apply(args=args).get() for name, args in queued]
+    assert outcomes == ["missing", "sent"]
+    (event,) = [json.loads(body) for _, _, body in receiver.requests]
+    assert event["type"] == "comment.deleted" and event["reason"] == "deleted"
+    assert event["comment"] == {"id": comment_id, "post_id": "harbour"}
+    assert_only_ids(event)
 
 
 # -- scoring never waits on a site --------------------------------------------------------------
