@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
 from service import create_app
@@ -667,12 +668,8 @@ def leaves(value: Any) -> Iterator[tuple[str, Any]]:
             yield from leaves(item)
 
 
-def test_a_decision_event_carries_the_public_fields_and_never_the_email_or_scores(
-    receiver: Receiver, settings: Settings, broker: redis_lib.Redis
-) -> None:
-    """README: a decision event holds the comment's public fields and the decision, "never the
-    email or scores": not at the top level either, and not the email's digest."""
-    hook = hooked(settings, receiver.url("/status/204"))
+def scored_and_approved(hook: Settings) -> tuple[str, FlaskClient, dict[str, str]]:
+    """Store a comment, score it and have an admin approve it: its id, a client, the headers."""
     comment_id = stored_comment(hook)
     runtime = Runtime(hook)
     score_and_decide(runtime, comment_id)
@@ -680,6 +677,16 @@ def test_a_decision_event_carries_the_public_fields_and_never_the_email_or_score
     admin = {"Authorization": "Bearer " + create_token(runtime.store, "root", "admin")}
     url = f"/api/v1/moderation/comments/{comment_id}/decision"
     assert client.post(url, json={"action": "approve"}, headers=admin).status_code == 200
+    return comment_id, client, admin
+
+
+def test_a_decision_event_carries_the_public_fields_and_never_the_email_or_scores(
+    receiver: Receiver, settings: Settings, broker: redis_lib.Redis
+) -> None:
+    """README: a decision event holds the comment's public fields and the decision, "never the
+    email or scores": not at the top level either, and not the email's digest."""
+    hook = hooked(settings, receiver.url("/status/204"))
+    comment_id, _, _ = scored_and_approved(hook)
     (event,) = deliver_queued(hook, broker, receiver)
     (_, _, body) = receiver.requests[-1]
     text = body.decode()
@@ -736,13 +743,8 @@ def test_a_decision_queued_before_its_comment_was_deleted_is_not_sent(
     """A decision event still waiting when a moderator deletes the comment is skipped: the site
     gets the deletion only, never the deleted comment's text."""
     hook = hooked(settings, receiver.url("/status/200"))
-    comment_id = stored_comment(hook)
-    runtime = Runtime(hook)
-    score_and_decide(runtime, comment_id)
-    client = create_app(hook, configure_logs=False).test_client()
-    admin = {"Authorization": "Bearer " + create_token(runtime.store, "root", "admin")}
+    comment_id, client, admin = scored_and_approved(hook)
     url = f"/api/v1/moderation/comments/{comment_id}/decision"
-    assert client.post(url, json={"action": "approve"}, headers=admin).status_code == 200
     assert client.post(url, json={"action": "delete"}, headers=admin).status_code == 200
     queued = queued_webhooks(broker)
     assert [name for name, _ in queued] == [WEBHOOK_TASK, WEBHOOK_DELETION_TASK]
