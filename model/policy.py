@@ -46,7 +46,7 @@ class Signals:
     # no signal (a JSON client, or a comment stored before the token was recorded).
     form_token: str = ""
     min_submit_seconds: float = 3.0
-    repeats: int = 0  # earlier comments with the same text, by anyone, in the repeat window
+    repeats: int = 0  # other (author, post) pairs that sent the same text in the repeat window
     repeat_hold_after: int = 0  # hold from this many repeats on; 0 disables
     author_approved: int = 0
     author_rejected: int = 0

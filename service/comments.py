@@ -202,7 +202,7 @@ def _same_site_target(candidate: str | None) -> str | None:
         return None
     if origin == ours and parts.path.startswith("/api/"):
         return None  # e.g. the Referer of a resubmitted "please fix" page: not a page to show
-    allowed = {*(_origin_of(o) for o in services().settings.site_origins), ours} - {None}
+    allowed = {*services().settings.site_origins, ours}  # normalised when settings were read
     return candidate if origin in allowed else None
 
 

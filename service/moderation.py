@@ -51,11 +51,7 @@ def moderator_view(record: dict[str, Any]) -> dict[str, Any]:
         "scores": {"spam": record.get("spam"), "toxic": record.get("toxic")},
         "categories": record.get("categories") or {},
         "label": record.get("decision_label") or None,
-        "labels": list(
-            decision_labels(
-                record.get("decision_label") or "", record.get("decision_reasons") or []
-            )
-        ),
+        "labels": list(_labels(record)),
         "decision_reasons": record.get("decision_reasons") or [],
         "reasons": record.get("reasons") or [],
         "signals": _signals(record),

@@ -12,8 +12,8 @@ from typing import Any, Literal
 from workers.metrics import record_moderator_decision
 from workers.store import STATE_MODERATED, CommentStore, iso_now
 
-# poster: a site's back end submitting comments for its readers (exempt from the per-client
-# limit and the form token, nothing else); moderator: the queue; admin: also deletes, reveals
+# poster: a site's back end submitting comments for its readers (exempt from the rate limits
+# and the form token, nothing else); moderator: the queue; admin: also deletes, reveals
 # addresses, the audit log and privacy requests.
 Role = Literal["poster", "moderator", "admin"]
 ROLES: tuple[Role, ...] = ("poster", "moderator", "admin")

@@ -65,19 +65,12 @@ def signals_for(
         submit_seconds=float(seconds) if isinstance(seconds, int | float) else None,
         form_token=token if isinstance(token, str) else "",
         min_submit_seconds=settings.min_submit_seconds,
-        repeats=_count(record.get("repeats")),
+        repeats=record.get("repeats") or 0,  # typed by decode_record
         repeat_hold_after=settings.repeat_hold_after,
         author_approved=history.get("approved", 0),
         author_rejected=history.get("rejected", 0) + history.get("spam", 0),
         auto_approve_after=settings.auto_approve_after,
     )
-
-
-def _count(value: Any) -> int:
-    try:
-        return max(0, int(value or 0))
-    except (TypeError, ValueError):
-        return 0
 
 
 def uncertainty(spam: float, toxic: float) -> float:

@@ -272,9 +272,7 @@ def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
         return _parse_list(raw)
     if name == "model_dir":
         return Path(raw)
-    if name in {"moderator_token", "metrics_token"} and not (
-        raw.isascii() and raw.isprintable() and " " not in raw
-    ):
+    if name in _BEARER_TOKENS and not (raw.isascii() and raw.isprintable() and " " not in raw):
         # It travels in an Authorization header, where only printable ASCII arrives intact.
         raise ValueError("must be printable ASCII without spaces")
     if name in _RATE_LIMITS:

@@ -420,8 +420,9 @@ class CommentStore:
         }
         fingerprint = self.fingerprint(record)
         queue, message = enqueue or ("", "")
-        text_digest = self.text_digest(record)
-        repeats = max(0, int(repeat_window)) if text_digest else 0
+        # The text's digest only when the signal is on: folding a long comment is not free.
+        text_digest = self.text_digest(record) if repeat_window > 0 else ""
+        repeats = int(repeat_window) if text_digest else 0
         args: list[Any] = [
             comment_id,
             created,
