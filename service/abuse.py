@@ -11,6 +11,7 @@ from flask_limiter import Limiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service.auth import current_moderator
+from service.body import body_cut_off
 from workers.privacy import ip_digest
 from workers.settings import Settings
 from workers.store import RATE_LIMIT_PREFIX
@@ -53,6 +54,10 @@ def author_key() -> str:
         email = body.get("email") if isinstance(body, dict) else None
     elif request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         email = request.form.get("email")
+    if email is not None and body_cut_off():
+        # Only the start of the body was read: the address may be cut short (someone else's).
+        # The view answers 413; the client stands in for the author until then.
+        return client_key()
     if not isinstance(email, str) or "@" not in email or len(email) > 254:
         return client_key()
     return "author:" + services().runtime.vault.digest(email)

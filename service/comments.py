@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from service import services
 from service.abuse import has_service_token
+from service.body import body_cut_off, refuse_cut_off_body
 from service.errors import problem, wants_html
 from service.validation import (
     FORM_TOKEN_FIELD,
@@ -128,36 +129,10 @@ def _form_token_signal(token: Any) -> tuple[FormToken | None, float | None]:
     return state, seconds
 
 
-def _body_cut_off() -> bool:
-    """Return True when a body sent without Content-Length (chunked) was over the size limit.
-
-    Werkzeug refuses a Content-Length over MAX_CONTENT_LENGTH (413) before reading. A streamed
-    body, which it reads only when the server ends the stream (wsgi.input_terminated: gunicorn
-    always does), is read up to the limit and then ends as if it were complete, so the JSON or
-    form would be parsed cut short. Call only once the body has been read: one more byte from
-    the server's stream tells a body of exactly the limit from a longer one.
-    """
-    if "body_cut_off" not in g:
-        environ = request.environ
-        cut_off = False
-        if (
-            request.content_length is None
-            and request.max_content_length is not None
-            and environ.get("wsgi.input_terminated")
-        ):
-            try:
-                cut_off = bool(environ["wsgi.input"].read(1))
-            except (OSError, ValueError):  # e.g. the client hung up past the limit
-                cut_off = True
-        g.body_cut_off = cut_off
-    return bool(g.body_cut_off)
-
-
 def _parse_body() -> tuple[dict[str, Any] | None, Response | None]:
     if request.mimetype == "application/json":
         raw = request.get_data(cache=True)
-        if _body_cut_off():
-            raise RequestEntityTooLarge()
+        refuse_cut_off_body()
         try:
             # The app's provider: it also refuses unpaired surrogate escapes ("\ud800").
             body = current_app.json.loads(raw)
@@ -169,8 +144,7 @@ def _parse_body() -> tuple[dict[str, Any] | None, Response | None]:
         return body, None
     if request.mimetype in FORM_TYPES:
         form = request.form.to_dict(flat=True)
-        if _body_cut_off():
-            raise RequestEntityTooLarge()
+        refuse_cut_off_body()
         return form, None
     return None, problem(
         415,
@@ -283,7 +257,7 @@ def reader_draft() -> dict[str, str]:
         return {}
     try:
         form: Mapping[str, Any] = request.form
-        if _body_cut_off():  # what was read is only the start of the body: show none of it
+        if body_cut_off():  # what was read is only the start of the body: show none of it
             form = {}
     except HTTPException:  # the body was over the size limit: none of it was read
         form = {}

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, request
 from model.policy import decision_labels
 from service import services
 from service.auth import current_moderator, require_role
+from service.body import body_fields
 from service.errors import problem
 from service.validation import parse_limit
 from workers.moderation import (
@@ -202,11 +203,6 @@ def detail(comment_id: str) -> Response:
     return _json(view)
 
 
-def _body() -> dict[str, Any] | None:
-    body = request.get_json(silent=True) if request.is_json else request.form.to_dict()
-    return body if isinstance(body, dict) else None
-
-
 def _act(
     comment_id: str, action: str, note: str, steps: list[dict[str, Any]] | None = None
 ) -> tuple[int, dict[str, Any]]:
@@ -252,7 +248,7 @@ def _action_errors(body: dict[str, Any]) -> dict[str, str]:
 @require_role("moderator")
 def decision(comment_id: str) -> Response:
     """Approve, reject, mark spam / not spam, or (admins) delete one comment."""
-    body = _body()
+    body = body_fields()
     if body is None:
         return problem(400, "Bad Request", 'Send a JSON object such as {"action": "approve"}.')
     errors = _action_errors(body)
@@ -270,7 +266,7 @@ def decision(comment_id: str) -> Response:
 @require_role("moderator")
 def bulk() -> Response:
     """Apply one action to many comments; each is atomic, each gets its own result."""
-    body = _body()
+    body = body_fields()
     if body is None:
         return problem(400, "Bad Request", 'Send {"action": "...", "ids": [...]}.')
     errors = _action_errors(body)
@@ -333,7 +329,7 @@ _UNDO_CONFLICT = "A later decision changed this comment; undo would overwrite it
 @require_role("moderator")
 def note(comment_id: str) -> Response | tuple[Response, int]:
     """Attach a note to a comment's audit trail."""
-    body = _body()
+    body = body_fields()
     text = body.get("note") if body else None
     if not isinstance(text, str) or not text.strip() or len(text) > 2000:
         return problem(

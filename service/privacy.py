@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 from email_validator import EmailNotValidError, validate_email
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from service import services
 from service.auth import current_moderator, require_role
+from service.body import body_fields
 from service.errors import problem
 from workers.erasure import erase_by_email, export_by_email
 from workers.tasks import deletion_notifier
@@ -17,8 +18,8 @@ bp = Blueprint("privacy", __name__, url_prefix="/api/v1/privacy")
 
 
 def _email_from_body() -> tuple[str | None, Response | None]:
-    body = request.get_json(silent=True) if request.is_json else request.form.to_dict()
-    email = body.get("email") if isinstance(body, dict) else None
+    body = body_fields()
+    email = body.get("email") if body is not None else None
     if not isinstance(email, str) or not email.strip() or len(email) > 254:
         return None, problem(
             422,

@@ -171,6 +171,25 @@ def client_for(settings: Settings, **overrides: object) -> FlaskClient:
     return create_app(settings.with_overrides(**overrides), configure_logs=False).test_client()
 
 
+def post_chunked(
+    client: FlaskClient,
+    path: str,
+    body: bytes,
+    content_type: str,
+    *,
+    remote_addr: str = "127.0.0.1",
+    **headers: str,
+) -> TestResponse:
+    """POST a body as gunicorn passes a chunked one: no length, a stream the server ends."""
+    return client.post(
+        path,
+        input_stream=io.BytesIO(body),
+        content_type=content_type,
+        headers={"Transfer-Encoding": "chunked", **headers},
+        environ_overrides={"wsgi.input_terminated": True, "REMOTE_ADDR": remote_addr},
+    )
+
+
 class WorkerProcess:
     """A real `python -m workers worker` process whose output goes to a file."""
 

@@ -7,6 +7,7 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
 
 import pytest
 import redis as redis_lib
@@ -15,7 +16,7 @@ from itsdangerous import TimestampSigner
 from werkzeug.test import TestResponse
 
 from service import create_app
-from tests.conftest import MODERATOR_TOKEN, client_for
+from tests.conftest import MODERATOR_TOKEN, client_for, post_chunked
 from workers.pipeline import score_and_decide
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -108,6 +109,23 @@ def test_rate_limit_per_author_follows_the_address_across_ips(
         for n in range(3)
     ]
     assert codes == [202, 202, 429]
+
+
+def test_the_author_limit_never_reads_an_address_cut_short_from_a_chunked_body(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """A chunked body over the size limit is read only up to the limit: an address cut short
+    there is someone else's (here a reader at their limit), so the answer was their 429."""
+    client = client_for(settings, max_content_length=1024, rate_limit_author="1/minute")
+    assert client.post("/api/v1/comments", data=FORM).status_code == 202
+    # About ann@example.com.uk; the first 1,024 bytes end with ann@example.com.
+    tail = "&" + urlencode({"email": FORM["email"]})
+    head = urlencode({k: v for k, v in FORM.items() if k != "email"}) + "&zz=" + "x" * 1024
+    body = (head[: 1024 - len(tail)] + tail + ".uk").encode()
+    form = "application/x-www-form-urlencoded"
+    # A client of its own: earlier tests' counters for 127.0.0.1 at 1/minute must not answer.
+    response = post_chunked(client, "/api/v1/comments", body, form, remote_addr="198.51.100.213")
+    assert response.status_code == 413, response.get_data(as_text=True)
 
 
 def test_behind_a_trusted_proxy_the_forwarded_client_is_limited(

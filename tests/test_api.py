@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from pathlib import Path
@@ -14,7 +13,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from service import create_app
-from tests.conftest import MODERATOR_TOKEN, client_for
+from tests.conftest import MODERATOR_TOKEN, client_for, post_chunked
 from workers.settings import Settings
 
 EMAIL = "jane.reader@example.com"
@@ -410,14 +409,7 @@ def test_a_malformed_reply_id_is_dropped_instead_of_refused_forever(client: Flas
 
 
 def _chunked(client: FlaskClient, body: bytes, content_type: str, **headers: str) -> TestResponse:
-    """POST a body as gunicorn passes a chunked one: no length, a stream the server ends."""
-    return client.post(
-        "/api/v1/comments",
-        input_stream=io.BytesIO(body),
-        content_type=content_type,
-        headers={"Transfer-Encoding": "chunked", **headers},
-        environ_overrides={"wsgi.input_terminated": True},
-    )
+    return post_chunked(client, "/api/v1/comments", body, content_type, **headers)
 
 
 def test_a_chunked_body_over_the_limit_is_413_not_read_cut_short(

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from urllib.parse import urlencode
 
 import pytest
 import redis as redis_lib
 from flask.testing import FlaskClient
 
-from tests.conftest import ROOT, WebhookWorkerProcess, WorkerProcess, wait_for
+from tests.conftest import (
+    ROOT,
+    WebhookWorkerProcess,
+    WorkerProcess,
+    client_for,
+    post_chunked,
+    wait_for,
+)
 from workers.moderation import create_token
 from workers.pipeline import score_and_decide
 from workers.runtime import Runtime
 from workers.settings import Settings
 
 EMAIL = "mod.reader@example.com"
+JSON = "application/json"
 BASE = {"post_id": "elections", "author": "Mod Reader", "email": EMAIL}
 TEXTS = [
     "Interesting analysis of the turnout numbers, thanks.",
@@ -267,6 +277,42 @@ def test_bulk_actions_return_a_result_per_id(
         "/api/v1/moderation/bulk", json={"action": "zap", "ids": "x"}, headers=tokens["alice"]
     )
     assert invalid.status_code == 422 and set(invalid.get_json()["errors"]) == {"action", "ids"}
+
+
+def test_a_chunked_body_over_the_size_limit_is_413_and_decides_nothing(
+    settings: Settings, redis: redis_lib.Redis, tokens: dict[str, dict[str, str]]
+) -> None:
+    """Without Content-Length the body used to be read up to the limit and parsed as if it
+    were complete: a form's long note came out cut short and the decision was applied."""
+    client = client_for(settings, max_content_length=1024)
+    (comment_id,) = submit_scored(client, settings, TEXTS[:1])
+    before = redis.hgetall(f"mod:c:{comment_id}")
+    trail = redis.lrange(f"mod:c:{comment_id}:audit", 0, -1)
+    path = f"/api/v1/moderation/comments/{comment_id}"
+    form = "application/x-www-form-urlencoded"
+    note = "Spam ring, see the thread. " * 60  # 1,620 characters: under 2,000, over the limit
+    over = [
+        (f"{path}/decision", urlencode({"action": "reject", "note": note}).encode(), form),
+        (f"{path}/decision", json.dumps({"action": "reject", "note": note}).encode(), JSON),
+        (f"{path}/notes", urlencode({"note": note}).encode(), form),
+        (
+            "/api/v1/moderation/bulk",
+            json.dumps({"action": "reject", "ids": [comment_id], "note": note}).encode(),
+            JSON,
+        ),
+    ]
+    for where, body, content_type in over:
+        response = post_chunked(client, where, body, content_type, **tokens["alice"])
+        assert response.status_code == 413, (where, response.get_data(as_text=True))
+        assert response.mimetype == "application/problem+json"
+        assert response.get_json()["status"] == 413
+    assert redis.hgetall(f"mod:c:{comment_id}") == before
+    assert redis.lrange(f"mod:c:{comment_id}:audit", 0, -1) == trail
+    # A chunked body within the limit is read whole, as before.
+    within = urlencode({"action": "reject", "note": note[:500]}).encode()
+    decided = post_chunked(client, f"{path}/decision", within, form, **tokens["alice"])
+    assert decided.status_code == 200 and decided.get_json()["queue"] == "rejected"
+    assert json.loads(redis.lrange(f"mod:c:{comment_id}:audit", -1, -1)[0])["note"] == note[:500]
 
 
 def test_undo_reverts_the_moderators_last_action_only(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import urlencode
 
 import pytest
 import redis as redis_lib
 from flask.testing import FlaskClient
 
-from tests.conftest import client_for, wait_for
+from tests.conftest import client_for, post_chunked, wait_for
 from workers.embedded_redis import EmbeddedRedis
 from workers.erasure import purge_expired
 from workers.moderation import create_token
@@ -189,6 +190,37 @@ def test_privacy_requests_need_a_valid_address(client: FlaskClient, settings: Se
         assert response.status_code == 422
         assert "email" in response.get_json()["errors"]
     assert client.post("/api/v1/privacy/erase", json={"email": OTHER}).status_code == 401
+
+
+def test_a_chunked_request_over_the_size_limit_is_413_and_erases_nobody(
+    settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """Without Content-Length the body used to be read up to the limit and parsed as if it
+    were complete: an address cut short there could name another reader, who was erased."""
+    client = client_for(settings, max_content_length=1024)
+    admin = {"Authorization": "Bearer " + create_token(Runtime(settings).store, "dpo", "admin")}
+    kept = client.post(
+        "/api/v1/comments",
+        json={"post_id": "p1", "comment": "Keep this one.", "author": "Kim", "email": OTHER},
+    ).get_json()["id"]
+    # The request is about OTHER + ".uk"; its first 1,024 bytes end with OTHER.
+    tail = "&" + urlencode({"email": OTHER})
+    head = "reason=" + "x" * (1024 - len("reason=") - len(tail))
+    body = (head + tail + ".uk").encode()
+    assert len(body) == 1027 and urlencode({"email": OTHER + ".uk"}) in body.decode()
+    form = "application/x-www-form-urlencoded"
+    for path in ("/api/v1/privacy/export", "/api/v1/privacy/erase"):
+        response = post_chunked(client, path, body, form, **admin)
+        assert response.status_code == 413, (path, response.get_data(as_text=True))
+        assert response.mimetype == "application/problem+json"
+    padded = json.dumps({"email": OTHER + ".uk", "reason": "x" * 1024}).encode()
+    response = post_chunked(client, "/api/v1/privacy/erase", padded, "application/json", **admin)
+    assert response.status_code == 413
+    assert redis.exists(f"mod:c:{kept}")
+    assert not [e for e in redis.xrange("mod:audit") if "erase" in e[1]["entry"]]
+    # Within the limit a chunked request is read whole, as before.
+    whole = post_chunked(client, "/api/v1/privacy/export", tail[1:].encode(), form, **admin)
+    assert whole.status_code == 200 and whole.get_json()["count"] == 1
 
 
 def test_retention_expires_rejected_comments_and_old_audit_entries(
