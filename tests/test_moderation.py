@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -585,6 +587,36 @@ def test_storing_a_comment_again_after_a_lost_reply_changes_nothing(settings: Se
     again = store.add(new, duplicate_window=600, repeat_window=3600, comment_id="c" * 24)
     assert first[2] is None and again[2] is None  # not a duplicate of itself
     assert store.get("c" * 24)["repeats"] == 0
+
+
+def test_a_connection_lost_after_a_delete_leaves_nothing_of_the_comment_indexed(
+    settings: Settings, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repeated-text entry and the duplicate fingerprint go in the delete's own atomic
+    step: were they separate commands after it, a connection lost in between would leave the
+    deleted comment counted as a repeat of the next copy of its text."""
+    from workers.store import NewComment
+
+    store = Runtime(settings).store
+    text = "A long enough comment about the harbour redevelopment plans and the ferry."
+    new = NewComment(post_id="p-lost", author="A", comment=text, email_enc="", email_digest="d")
+    comment_id, _, _ = store.add(new, duplicate_window=600, repeat_window=3600)
+    record = store.get(comment_id)
+    repeat = f"mod:repeat:{store.text_digest(record)}"
+    duplicate = f"mod:dup:{store.fingerprint(record)}"
+    assert redis.zcard(repeat) == 1 and redis.get(duplicate) == comment_id
+    run = store.redis.execute_command
+
+    def only_scripts(*args: Any, **options: Any) -> Any:
+        if str(args[0]).upper() in ("EVALSHA", "EVAL", "SCRIPT LOAD"):
+            return run(*args, **options)
+        raise redis_lib.ConnectionError("connection lost")
+
+    monkeypatch.setattr(store.redis, "execute_command", only_scripts)
+    with contextlib.suppress(redis_lib.ConnectionError):
+        store.delete(record, audit={"actor": "root", "action": "delete"})
+    assert not redis.exists(f"mod:c:{comment_id}")
+    assert not redis.exists(repeat) and not redis.exists(duplicate)
 
 
 def test_trusted_authors_are_auto_approved(client: FlaskClient, settings: Settings) -> None:

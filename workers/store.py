@@ -269,7 +269,9 @@ return 0
 """
 
 # Deletes a comment and every index entry that names it. KEYS as for _TRANSITION, then
-# 7+16: author index. ARGV: 1 id, 2 audit entry JSON or "", 3 audit max length.
+# 7+16: author index, 24 duplicate fingerprint, 25 repeat index of its text.
+# ARGV: 1 id, 2 audit entry JSON or "", 3 audit max length, 4 "1" to delete the fingerprint,
+#       5 repeat member or "" (text too short to be indexed)
 _DELETE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local id = ARGV[1]
@@ -278,6 +280,8 @@ redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)
 for i = 7, 22 do redis.call('ZREM', KEYS[i], id) end
 redis.call('ZREM', KEYS[23], id)
+if ARGV[4] == '1' then redis.call('DEL', KEYS[24]) end
+if ARGV[5] ~= '' then redis.call('ZREM', KEYS[25], ARGV[5]) end
 local changes = redis.call('LLEN', KEYS[5])
 redis.call('DEL', KEYS[1], KEYS[5])
 if ARGV[2] ~= '' then
@@ -640,21 +644,31 @@ class CommentStore:
     def delete(
         self, comment: Mapping[str, Any], audit: Mapping[str, Any] | None = None
     ) -> int | None:
-        """Delete a comment, its audit list and every index entry.
+        """Delete a comment, its audit list, every index entry, its duplicate fingerprint and
+        its repeated-text entry, in one atomic step.
 
         Returns the number of its last change (its audit length, the ``<n>`` of its webhook
         decision events) so a deletion event can say which changes it follows; None if the
         comment was already gone."""
-        keys = [*self._comment_keys(comment), author_key(str(comment.get("email_digest", "")))]
+        fingerprinted = bool(comment.get("email_digest"))
+        text_digest = self.text_digest(comment)
+        keys = [
+            *self._comment_keys(comment),
+            author_key(str(comment.get("email_digest", ""))),
+            duplicate_key(self.fingerprint(comment)) if fingerprinted else unscored_key(),
+            repeat_key(text_digest) if text_digest else unscored_key(),  # unused when short
+        ]
         entry = json.dumps({"at": iso_now(), "comment_id": comment["id"], **audit}) if audit else ""
-        reply = self._delete(keys=keys, args=[str(comment["id"]), entry, AUDIT_STREAM_MAX])
+        args = [
+            str(comment["id"]),
+            entry,
+            AUDIT_STREAM_MAX,
+            "1" if fingerprinted else "0",
+            self.repeat_member(comment) if text_digest else "",
+        ]
+        reply = self._delete(keys=keys, args=args)
         if not reply:
             return None
-        if comment.get("email_digest"):
-            self.redis.delete(duplicate_key(self.fingerprint(comment)))
-        text_digest = self.text_digest(comment)
-        if text_digest:
-            self.redis.zrem(repeat_key(text_digest), self.repeat_member(comment))
         return int(reply[1])
 
     def restore(
