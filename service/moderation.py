@@ -297,7 +297,9 @@ def bulk() -> Response:
 def undo() -> Response:
     """Undo the calling moderator's most recent action."""
     svc = services()
-    undone = undo_last(svc.runtime.store, _moderator().name)
+    undone = undo_last(
+        svc.runtime.store, _moderator().name, repeat_window=svc.settings.repeat_window_seconds
+    )
     if undone is None:
         return problem(409, "Conflict", "There is nothing to undo.")
     if undone.bulk:

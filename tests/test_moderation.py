@@ -619,6 +619,46 @@ def test_a_connection_lost_after_a_delete_leaves_nothing_of_the_comment_indexed(
     assert not redis.exists(repeat) and not redis.exists(duplicate)
 
 
+def test_undoing_a_delete_puts_the_comment_back_in_the_repeated_text_count(
+    settings: Settings, redis: redis_lib.Redis, tokens: dict[str, dict[str, str]]
+) -> None:
+    """A deleted comment leaves its text's repeat index; brought back by undo, it counts
+    again, as it would had it never been deleted (and not once it is outside the window)."""
+    from service import create_app
+
+    repeat = settings.with_overrides(repeat_window_seconds=3600)
+    client = create_app(repeat, configure_logs=False).test_client()
+    store = Runtime(repeat).store
+    text = "Vote on the harbour plan next Tuesday: the ferry timetable depends on it."
+
+    def send(author: str) -> str:
+        body = {"post_id": f"post-{author}", "author": author, "email": f"{author}@example.org"}
+        response = client.post("/api/v1/comments", json={**body, "comment": text})
+        return str(response.get_json()["id"])
+
+    first = send("r0")
+    record = store.get(first)
+    index = f"mod:repeat:{store.text_digest(record)}"
+    deleted = client.post(
+        f"/api/v1/moderation/comments/{first}/decision",
+        json={"action": "delete"},
+        headers=tokens["root"],
+    )
+    assert deleted.status_code == 200 and not redis.exists(index)
+    assert client.post("/api/v1/moderation/undo", headers=tokens["root"]).status_code == 200
+    assert redis.zrange(index, 0, -1, withscores=True) == [
+        (store.repeat_member(record), record["created_us"])
+    ]
+    assert 3500 < redis.ttl(index) <= 3600  # expires with the window, like the intake's entries
+    assert store.get(send("r1"))["repeats"] == 1
+
+    # Brought back once its arrival has left the window, it stays out of the count.
+    assert store.delete(record) is not None
+    two_hours_ago = record["created_us"] - 7200 * 10**6
+    store.restore({**record, "created_us": two_hours_ago}, [], repeat_window=3600)
+    assert redis.zscore(index, store.repeat_member(record)) is None
+
+
 def test_trusted_authors_are_auto_approved(client: FlaskClient, settings: Settings) -> None:
     trusted = settings.with_overrides(auto_approve_after=2, spam_hold_threshold=0.0)
     runtime = Runtime(trusted)

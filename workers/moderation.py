@@ -139,28 +139,37 @@ def remember_bulk(store: CommentStore, moderator: str, steps: list[dict[str, Any
         store.push_undo(moderator, {"kind": "bulk", "steps": steps})
 
 
-def undo_last(store: CommentStore, moderator: str) -> UndoResult | None:
-    """Revert the moderator's most recent action (all of a bulk); None if there is none."""
+def undo_last(store: CommentStore, moderator: str, *, repeat_window: int) -> UndoResult | None:
+    """Revert the moderator's most recent action (all of a bulk); None if there is none.
+
+    repeat_window (MODERATION_REPEAT_WINDOW_SECONDS) decides whether a deleted comment's
+    repeated-text entry comes back with it."""
     entry = store.pop_undo(moderator)
     if entry is None:
         return None
     if entry.get("kind") == "bulk":
         steps = list(entry.get("steps") or [])
-        results = {str(s["comment_id"]): _undo_step(store, moderator, s) for s in steps[::-1]}
+        results = {
+            str(s["comment_id"]): _undo_step(store, moderator, s, repeat_window)
+            for s in steps[::-1]
+        }
         return UndoResult(bulk=True, results=dict(reversed(results.items())))
     return UndoResult(
-        bulk=False, results={str(entry["comment_id"]): _undo_step(store, moderator, entry)}
+        bulk=False,
+        results={str(entry["comment_id"]): _undo_step(store, moderator, entry, repeat_window)},
     )
 
 
-def _undo_step(store: CommentStore, moderator: str, entry: dict[str, Any]) -> DecisionResult:
+def _undo_step(
+    store: CommentStore, moderator: str, entry: dict[str, Any], repeat_window: int
+) -> DecisionResult:
     comment_id = str(entry["comment_id"])
     expect = None
     if entry["kind"] == "delete":
         record = entry["record"]
         if store.get(comment_id) is not None:
             return DecisionResult(found=True, conflict=True)
-        store.restore(record, entry.get("trail", []))
+        store.restore(record, entry.get("trail", []), repeat_window=repeat_window)
         before = {k: record.get(k, "") for k in ("state", "status")}
         queue = str(record.get("queue", "pending"))
     else:

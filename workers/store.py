@@ -324,6 +324,22 @@ if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[5], ARGV[4]) end
 return ''
 """
 
+# Puts a restored comment's member back in its text's repeat index (undo of a delete), if it
+# arrived within the window: never over a later arrival of the same (author, post), and with
+# the index kept at least until this arrival leaves the window.
+# KEYS: 1 repeat index. ARGV: 1 member, 2 arrival (us), 3 window (s), 4 now (us)
+_RESTORE_REPEAT = """
+local left = tonumber(ARGV[2]) + tonumber(ARGV[3]) * 1000000 - tonumber(ARGV[4])
+if left <= 0 then return 0 end
+local have = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not have or tonumber(have) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+end
+local ms = math.ceil(left / 1000)
+if redis.call('PTTL', KEYS[1]) < ms then redis.call('PEXPIRE', KEYS[1], ms) end
+return 1
+"""
+
 # How many entries the global audit stream keeps at most (retention trims it by age too).
 AUDIT_STREAM_MAX = 1_000_000
 UNDO_DEPTH = 20
@@ -378,6 +394,7 @@ class CommentStore:
         self._delete = client.register_script(_DELETE)
         self._replace_item = client.register_script(_REPLACE_LIST_ITEM)
         self._add = client.register_script(_ADD)
+        self._restore_repeat = client.register_script(_RESTORE_REPEAT)
 
     # intake ---------------------------------------------------------------------------------
 
@@ -672,9 +689,16 @@ class CommentStore:
         return int(reply[1])
 
     def restore(
-        self, record: Mapping[str, Any], audit_entries: Sequence[Mapping[str, Any]]
+        self,
+        record: Mapping[str, Any],
+        audit_entries: Sequence[Mapping[str, Any]],
+        *,
+        repeat_window: int = 0,
     ) -> None:
-        """Put back a deleted comment (undo of a delete); indexes follow via a transition."""
+        """Put back a deleted comment (undo of a delete); indexes follow via a transition.
+
+        With a repeat_window its repeated-text entry comes back too, if it arrived within that
+        many seconds (the delete removed it)."""
         raw: dict[str | bytes, bytes | float | int | str] = {
             k: json.dumps(v) if k in JSON_FIELDS else _field(v) for k, v in record.items()
         }
@@ -684,6 +708,13 @@ class CommentStore:
             pipe.zadd(author_key(str(record["email_digest"])), {record["id"]: record["created_us"]})
         for entry in audit_entries:
             pipe.rpush(audit_key(str(record["id"])), json.dumps(entry))
+        text_digest = self.text_digest(record) if repeat_window > 0 else ""
+        if text_digest:
+            self._restore_repeat(
+                keys=[repeat_key(text_digest)],
+                args=[self.repeat_member(record), record["created_us"], repeat_window, now_us()],
+                client=pipe,
+            )
         pipe.execute()
 
     def bump_attempts(self, comment_id: str) -> int:
