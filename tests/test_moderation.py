@@ -341,7 +341,7 @@ def test_undo_reverts_the_moderators_last_action_only(
     assert redis.hget(f"mod:c:{comment_id}", "state") == "scored"
     listing = client.get("/api/v1/posts/elections/comments").get_json()["comments"]
     assert comment_id not in [c["id"] for c in listing] or before == "approved"
-    # Undo of a delete brings the comment back with its whole trail, then the undo entry.
+    # Undo of a delete brings the comment back with its whole trail, the delete included.
     detail_path = f"/api/v1/moderation/comments/{comment_id}"
     trail = client.get(detail_path, headers=root).get_json()["audit"]
     assert [(e["actor"], e["action"]) for e in trail] == [
@@ -355,10 +355,17 @@ def test_undo_reverts_the_moderators_last_action_only(
     assert client.post("/api/v1/moderation/undo", headers=root).status_code == 200
     assert redis.hget(f"mod:c:{comment_id}", "queue") == before
     audit = client.get(detail_path, headers=root).get_json()["audit"]
-    # The comment's own trail: every entry from before the delete, unchanged, then the undo,
-    # which names what it undid (the delete entry itself is in the global log).
-    assert audit[:-1] == trail
-    undo = audit[-1]
+    # The comment's own trail: every entry from before the delete, unchanged, then the delete,
+    # then the undo, which names what it undid.
+    assert audit[:-2] == trail
+    delete, undo = audit[-2:]
+    assert {k: delete.get(k) for k in ("comment_id", "actor", "action", "from", "to")} == {
+        "comment_id": comment_id,
+        "actor": "root",
+        "action": "delete",
+        "from": before,
+        "to": "deleted",
+    }
     assert {k: undo.get(k) for k in ("comment_id", "actor", "action", "undone", "to")} == {
         "comment_id": comment_id,
         "actor": "root",
@@ -366,12 +373,11 @@ def test_undo_reverts_the_moderators_last_action_only(
         "undone": "delete",
         "to": before,
     }
-    # The global audit log (newest first) holds the delete, then the undo of it.
+    # The global audit log (newest first) holds the same two entries: the undo, the delete.
     log = client.get("/api/v1/moderation/audit?limit=1000", headers=root).get_json()["entries"]
     mine = [e for e in log if e.get("comment_id") == comment_id]
     assert [(e["actor"], e["action"]) for e in mine[:2]] == [("root", "undo"), ("root", "delete")]
-    assert (mine[1]["from"], mine[1]["to"]) == (before, "deleted")
-    assert {k: v for k, v in mine[0].items() if k != "audit_id"} == undo
+    assert [{k: v for k, v in e.items() if k != "audit_id"} for e in mine[:2]] == [undo, delete]
 
 
 def test_undo_never_overwrites_a_later_decision_by_someone_else(

@@ -90,12 +90,12 @@ def erase_by_email(
     records = _records_by(store, vault, email)
     ids = [str(r["id"]) for r in records]
     for record in records:
-        changes = store.delete(record)
-        if changes is not None:
+        deletion = store.delete(record)
+        if deletion is not None:
             report.comments_deleted += 1
             report.comment_ids.append(record["id"])
             if on_deleted is not None:
-                on_deleted(record["id"], str(record.get("post_id") or ""), changes)
+                on_deleted(record["id"], str(record.get("post_id") or ""), deletion.changes)
     # Comments a moderator deleted are no longer indexed by author, but an undo entry still
     # holds each whole record: those, and every audit entry about them, go as well (checked
     # like the stored comments, see _records_by).
@@ -139,10 +139,10 @@ def purge_expired(
             if not records:
                 break
             for record in records:
-                changes = store.delete(record, audit={"actor": "retention", "action": "expire"})
-                if changes is not None:
+                deletion = store.delete(record, audit={"actor": "retention", "action": "expire"})
+                if deletion is not None:
                     deleted += 1
                     if on_deleted is not None:
-                        on_deleted(record["id"], str(record.get("post_id") or ""), changes)
+                        on_deleted(record["id"], str(record.get("post_id") or ""), deletion.changes)
     trimmed = store.trim_audit(int((now - audit_days * 86400) * 1000))
     return {"comments_deleted": deleted, "audit_entries_trimmed": trimmed}

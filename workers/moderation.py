@@ -78,15 +78,16 @@ def apply_decision(
         return DecisionResult(found=False)
     audit = {"actor": moderator, "action": action, "from": record.get("queue"), "note": note}
     if action == "delete":
-        trail = store.audit_trail(comment_id)
-        changes = store.delete(record, audit={**audit, "to": "deleted"})
-        if changes is None:
+        deletion = store.delete(record, audit={**audit, "to": "deleted"})
+        if deletion is None:
             return DecisionResult(found=False)
+        # The trail as the delete left it (its own entry last), so an undo brings back a trail
+        # that says the comment was deleted, as the global audit log does.
         step: dict[str, Any] = {
             "comment_id": comment_id,
             "kind": "delete",
             "record": record,
-            "trail": trail,
+            "trail": deletion.trail,
         }
         if remember:
             store.push_undo(moderator, step)
@@ -95,7 +96,7 @@ def apply_decision(
             previous_queue=str(record.get("queue")),
             deleted=True,
             undo_step=step,
-            changes=changes,
+            changes=deletion.changes,
         )
     queue = ACTIONS[action]
     decision_id = secrets.token_hex(8)

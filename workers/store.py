@@ -283,11 +283,14 @@ redis.call('ZREM', KEYS[23], id)
 if ARGV[4] == '1' then redis.call('DEL', KEYS[24]) end
 if ARGV[5] ~= '' then redis.call('ZREM', KEYS[25], ARGV[5]) end
 local changes = redis.call('LLEN', KEYS[5])
-redis.call('DEL', KEYS[1], KEYS[5])
 if ARGV[2] ~= '' then
+  redis.call('RPUSH', KEYS[5], ARGV[2])
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[3], '*', 'entry', ARGV[2])
 end
-return {1, changes}
+-- The trail as it ends, the delete's own entry included: an undo of the delete restores it.
+local trail = redis.call('LRANGE', KEYS[5], 0, -1)
+redis.call('DEL', KEYS[1], KEYS[5])
+return {1, changes, trail}
 """
 
 # KEYS: 1 duplicate fingerprint, 2 comment, 3 unscored, 4 author index, 5 broker list (or ""),
@@ -359,6 +362,17 @@ class TransitionResult:
     @property
     def refused(self) -> bool:
         return self.found and not self.applied
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What deleting a comment took away with it."""
+
+    # The number of its last change: its audit length before the delete, the ``<n>`` of its
+    # webhook decision events, so a deletion event can say which changes it follows.
+    changes: int
+    # Its audit trail, oldest first, ending with the delete's own entry (when it has one).
+    trail: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -660,13 +674,12 @@ class CommentStore:
 
     def delete(
         self, comment: Mapping[str, Any], audit: Mapping[str, Any] | None = None
-    ) -> int | None:
+    ) -> Deletion | None:
         """Delete a comment, its audit list, every index entry, its duplicate fingerprint and
         its repeated-text entry, in one atomic step.
 
-        Returns the number of its last change (its audit length, the ``<n>`` of its webhook
-        decision events) so a deletion event can say which changes it follows; None if the
-        comment was already gone."""
+        The audit entry goes to the global log and ends the trail returned (kept for an undo
+        of the delete). None if the comment was already gone."""
         fingerprinted = bool(comment.get("email_digest"))
         text_digest = self.text_digest(comment)
         keys = [
@@ -686,7 +699,7 @@ class CommentStore:
         reply = self._delete(keys=keys, args=args)
         if not reply:
             return None
-        return int(reply[1])
+        return Deletion(changes=int(reply[1]), trail=[json.loads(e) for e in reply[2]])
 
     def restore(
         self,
