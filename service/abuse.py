@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service.auth import current_moderator
 from service.body import body_cut_off
+from service.validation import stored_address
 from workers.privacy import ip_digest
 from workers.settings import Settings
 from workers.store import RATE_LIMIT_PREFIX
@@ -42,7 +43,9 @@ def client_network(address: str | None) -> str:
 
 
 def author_key() -> str:
-    """Rate-limit key for the author: the email's keyed digest (the IP if there is none)."""
+    """Rate-limit key for the author: the keyed digest the intake stores the comment under
+    (of the address as email-validator normalises it), or the client's key when the address
+    is missing or not valid (the submission is then refused, so it counts for nobody)."""
     from service import services
 
     email = None
@@ -58,9 +61,10 @@ def author_key() -> str:
         # Only the start of the body was read: the address may be cut short (someone else's).
         # The view answers 413; the client stands in for the author until then.
         return client_key()
-    if not isinstance(email, str) or "@" not in email or len(email) > 254:
+    address = stored_address(email)
+    if address is None:
         return client_key()
-    return "author:" + services().runtime.vault.digest(email)
+    return "author:" + services().runtime.vault.digest(address)
 
 
 _ACCEPTED = frozenset({202, 303, 409})  # stored, or a duplicate of a stored comment

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
+from flask import g, has_app_context
 from flask.json.provider import DefaultJSONProvider
 
 from workers.intake import Submission
@@ -115,7 +116,7 @@ def validate_submission(
             "(starting with a letter or digit)."
         )
     if clean.get("email"):
-        normalized, problem = _checked_email(clean["email"])
+        normalized, problem = checked_email(clean["email"])
         if problem is not None:
             errors["email"] = problem
         else:
@@ -163,6 +164,36 @@ def _has_visible(text: str) -> bool:
     return any(
         not ch.isspace() and ch not in _BLANK and unicodedata.category(ch) != "Cf" for ch in text
     )
+
+
+def stored_address(raw: Any) -> str | None:
+    """Return the address a submission's email field is stored as, or None if it is refused.
+
+    The author rate limit is keyed by this, so it counts what the intake stores: spellings
+    email-validator normalises to one address (full-width letters, an IDN domain in punycode)
+    are one author. It runs before the view, which finds the check done (checked_email)."""
+    if not isinstance(raw, str):
+        return None
+    email = raw.strip()  # as validate_submission cleans the field before checking it
+    if not email or len(email) > MAX_LENGTH["email"]:
+        return None
+    normalized, problem = checked_email(email)
+    return normalized if problem is None else None
+
+
+def checked_email(email: str) -> tuple[str, str | None]:
+    """Return the normalised address and None, or the input and a message.
+
+    Within a request the answer is kept on flask.g: the author rate limit and the view's
+    validation both need it, and email-validator is the costliest check of a submission."""
+    if not has_app_context():
+        return _checked_email(email)
+    cached: tuple[str, tuple[str, str | None]] | None = g.get("checked_email")
+    if cached is not None and cached[0] == email:
+        return cached[1]
+    checked = _checked_email(email)
+    g.checked_email = (email, checked)
+    return checked
 
 
 def _checked_email(email: str) -> tuple[str, str | None]:

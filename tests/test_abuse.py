@@ -7,15 +7,17 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 import redis as redis_lib
+from email_validator import validate_email
 from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner
 from werkzeug.test import TestResponse
 
-from service import create_app
+from service import create_app, validation
 from tests.conftest import MODERATOR_TOKEN, client_for, post_chunked
 from workers.pipeline import score_and_decide
 from workers.runtime import Runtime
@@ -663,3 +665,51 @@ def test_a_moderator_token_cannot_take_admin_actions_or_handle_privacy_requests(
     assert bulk.status_code == 200 and bulk.get_json()["results"][comment_id]["status"] == 403
     assert _snapshot(redis) == before
     assert runtime.store.get(comment_id) is not None
+
+
+@pytest.mark.parametrize(
+    ("spelling", "other_spelling"),
+    [
+        ("zed-{tag}@example.net", "zed-{tag}@\uff45xample.net"),  # fullwidth "e" in the domain
+        ("x-{tag}@b\u00fccher.example", "x-{tag}@xn--bcher-kva.example"),  # IDN and punycode
+    ],
+)
+def test_the_author_limit_counts_the_stored_author_not_each_spelling_of_the_address(
+    settings: Settings, redis: redis_lib.Redis, spelling: str, other_spelling: str
+) -> None:
+    """Spellings email-validator normalises to one address are one stored author: they share
+    one budget, counted under the digest the stored comments carry (which erasure finds)."""
+    client = client_for(settings, rate_limit_author="5/minute;100/day")
+    tag = secrets.token_hex(4)  # counters outlive the test: a fresh author each run
+    codes, ids = [], []
+    for n in range(8):
+        address = (other_spelling if n % 2 else spelling).format(tag=tag)
+        response = client.post(
+            "/api/v1/comments",
+            json={**FORM, "email": address, "comment": f"Spelling {n}"},
+            environ_base={"REMOTE_ADDR": f"203.0.113.{n + 120}"},
+        )
+        codes.append(response.status_code)
+        if response.status_code == 202:
+            ids.append(response.get_json()["id"])
+    assert codes == [202] * 5 + [429] * 3
+    (digest,) = {redis.hget(f"mod:c:{comment_id}", "email_digest") for comment_id in ids}
+    counters = list(redis.scan_iter(f"*mod-rl/author:{digest}/*"))
+    assert sorted(redis.get(key) for key in counters) == ["5", "5"]  # the minute and the day
+
+
+def test_the_address_is_validated_once_though_the_author_limit_and_the_view_both_need_it(
+    settings: Settings, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def counted(email: str, **options: Any) -> Any:
+        calls.append(email)
+        return validate_email(email, **options)
+
+    monkeypatch.setattr(validation, "validate_email", counted)
+    client = client_for(settings, rate_limit_author="5/minute")
+    address = f"once-{secrets.token_hex(4)}@\uff45xample.net"
+    response = client.post("/api/v1/comments", json={**FORM, "email": f" {address} "})
+    assert response.status_code == 202
+    assert calls == [address]
