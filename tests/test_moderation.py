@@ -373,11 +373,13 @@ def test_undo_reverts_the_moderators_last_action_only(
         "undone": "delete",
         "to": before,
     }
-    # The global audit log (newest first) holds the same two entries: the undo, the delete.
+    # The global audit log (newest first) holds the same two entries: the undo, the delete
+    # (a note only as has_note: the log keeps no free text).
     log = client.get("/api/v1/moderation/audit?limit=1000", headers=root).get_json()["entries"]
     mine = [e for e in log if e.get("comment_id") == comment_id]
     assert [(e["actor"], e["action"]) for e in mine[:2]] == [("root", "undo"), ("root", "delete")]
-    assert [{k: v for k, v in e.items() if k != "audit_id"} for e in mine[:2]] == [undo, delete]
+    logged = {k: v for k, v in delete.items() if k != "note"} | {"has_note": bool(delete["note"])}
+    assert [{k: v for k, v in e.items() if k != "audit_id"} for e in mine[:2]] == [undo, logged]
 
 
 def test_undo_never_overwrites_a_later_decision_by_someone_else(

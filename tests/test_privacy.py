@@ -105,6 +105,51 @@ def test_export_then_erase_leaves_no_trace_of_the_address(
     assert client.post("/api/v1/moderation/undo", headers=moderator).status_code == 409
 
 
+def test_erasure_leaves_no_note_text_even_in_bytes_redis_has_not_freed(
+    client: FlaskClient, settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """A moderator's note about a reader goes with the erasure, in memory too.
+
+    Redis frees a stream's memory a node at a time: an entry deleted from the global audit log
+    stays in memory, and in every snapshot, until its node is trimmed. So the log keeps no
+    free text; the note lives in the comment's own trail, which is deleted outright. DUMP
+    serialises a value as a snapshot writes it, deleted-but-not-freed entries included."""
+    runtime = Runtime(settings)
+    admin = {"Authorization": "Bearer " + create_token(runtime.store, "dpo", "admin")}
+    body = {"post_id": "p-note", "comment": "Bus lanes again.", "author": "E", "email": EMAIL}
+    comment_id = client.post("/api/v1/comments", json=body).get_json()["id"]
+    other = {"post_id": "p-note", "comment": "Kept remark.", "author": "K", "email": OTHER}
+    kept = client.post("/api/v1/comments", json=other).get_json()["id"]
+    # Entries about another comment share the log's memory node with the erased ones.
+    client.post(f"/api/v1/moderation/comments/{kept}/notes", json={"note": "ok"}, headers=admin)
+    marker, decided = "lives-at-12-main-street", "phoned-the-desk-twice"
+    noted = client.post(
+        f"/api/v1/moderation/comments/{comment_id}/notes", json={"note": marker}, headers=admin
+    )
+    assert noted.status_code in (200, 201)
+    decision = client.post(
+        f"/api/v1/moderation/comments/{comment_id}/decision",
+        json={"action": "reject", "note": decided},
+        headers=admin,
+    )
+    assert decision.status_code == 200
+    # Moderators still read the notes in the comment's trail; the global log only flags them.
+    trail = client.get(f"/api/v1/moderation/comments/{comment_id}", headers=admin).get_json()
+    assert {e.get("note") for e in trail["audit"]} >= {marker, decided}
+    log = client.get("/api/v1/moderation/audit", headers=admin).get_json()["entries"]
+    about = [e for e in log if e.get("comment_id") == comment_id]
+    assert {e["action"] for e in about} >= {"note", "reject"}
+    assert all("note" not in e for e in about)
+    assert all(e["has_note"] for e in about if e["action"] in ("note", "reject"))
+
+    erased = client.post("/api/v1/privacy/erase", json={"email": EMAIL}, headers=admin)
+    assert erased.get_json()["comments_deleted"] == 1
+    raw = redis_lib.Redis.from_url(settings.redis_url)  # bytes: DUMP output is binary
+    serialised = b"".join(raw.dump(key) or b"" for key in raw.scan_iter("*"))
+    for text in (marker, decided):
+        assert text.encode() not in serialised, text
+
+
 def test_erasure_reaches_a_comment_a_moderator_deleted_and_it_cannot_be_undone_back(
     client: FlaskClient, settings: Settings, redis: redis_lib.Redis
 ) -> None:
@@ -448,3 +493,23 @@ def test_after_an_email_key_rotation_old_addresses_still_open_and_new_ones_use_t
         first: address,
         second: address,
     }
+
+
+def test_erasure_finds_the_readers_entries_past_the_first_thousand_of_the_audit_log(
+    client: FlaskClient, settings: Settings, redis: redis_lib.Redis
+) -> None:
+    """The global log is read a page at a time; entries far down it are found all the same."""
+    runtime = Runtime(settings)
+    admin = {"Authorization": "Bearer " + create_token(runtime.store, "dpo", "admin")}
+    for n in range(2100):
+        runtime.store.append_audit_event({"actor": "operator", "action": "filler", "n": n})
+    body = {"post_id": "p-far", "comment": "Late remark.", "author": "E", "email": EMAIL}
+    comment_id = client.post("/api/v1/comments", json=body).get_json()["id"]
+    for _ in range(3):
+        client.post(
+            f"/api/v1/moderation/comments/{comment_id}/notes", json={"note": "n"}, headers=admin
+        )
+    report = client.post("/api/v1/privacy/erase", json={"email": EMAIL}, headers=admin).get_json()
+    assert report["audit_entries_removed"] == 3
+    assert not [e for e in redis.xrange("mod:audit") if comment_id in e[1]["entry"]]
+    assert redis.xlen("mod:audit") == 2100 + 1  # the fillers and the erasure's own entry

@@ -200,7 +200,8 @@ UNDO_FIELDS = (
 #       then for each queue in QUEUES order: created index, spam, toxic, uncertainty indexes
 # ARGV: 1 allowed states ("*" = any; "@field=value": only while that field holds value),
 #       2 new queue, 3 comment id, 4 label it ("1"/"0"),
-#       5 audit entry JSON or "", 6 now (us), 7 audit max length, 8.. field/value pairs
+#       5 audit entry JSON or "" (the comment's trail), 6 now (us), 7 audit max length,
+#       8 the entry as the global log keeps it (no free text), 9.. field/value pairs
 _TRANSITION = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
 local state = redis.call('HGET', KEYS[1], 'state') or ''
@@ -222,7 +223,7 @@ for q = 1, 4 do
   for j = 0, 3 do redis.call('ZREM', KEYS[6 + (q - 1) * 4 + 1 + j], id) end
   if queues[q] == ARGV[2] then target = 6 + (q - 1) * 4 + 1 end
 end
-if #ARGV >= 8 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
+if #ARGV >= 9 then redis.call('HSET', KEYS[1], unpack(ARGV, 9)) end
 -- Back to "queued" (an undo of a decision taken before scoring): unscored again, in this same
 -- step, so the sweep sends it to a worker (score 0: due at once).
 if redis.call('HGET', KEYS[1], 'state') == 'queued' then redis.call('ZADD', KEYS[2], 0, id) end
@@ -245,7 +246,7 @@ end
 if ARGV[4] == '1' then redis.call('ZADD', KEYS[4], ARGV[6], id) end
 if ARGV[5] ~= '' then
   redis.call('RPUSH', KEYS[5], ARGV[5])
-  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[7], '*', 'entry', ARGV[5])
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[7], '*', 'entry', ARGV[8])
 end
 local out = {1}
 for i = 1, #before do out[i + 1] = before[i] or '' end
@@ -270,8 +271,9 @@ return 0
 
 # Deletes a comment and every index entry that names it. KEYS as for _TRANSITION, then
 # 7+16: author index, 24 duplicate fingerprint, 25 repeat index of its text.
-# ARGV: 1 id, 2 audit entry JSON or "", 3 audit max length, 4 "1" to delete the fingerprint,
-#       5 repeat member or "" (text too short to be indexed)
+# ARGV: 1 id, 2 audit entry JSON or "" (the trail), 3 audit max length, 4 "1" to delete the
+#       fingerprint, 5 repeat member or "" (text too short to be indexed), 6 the entry as the
+#       global log keeps it
 _DELETE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local id = ARGV[1]
@@ -285,7 +287,7 @@ if ARGV[5] ~= '' then redis.call('ZREM', KEYS[25], ARGV[5]) end
 local changes = redis.call('LLEN', KEYS[5])
 if ARGV[2] ~= '' then
   redis.call('RPUSH', KEYS[5], ARGV[2])
-  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[3], '*', 'entry', ARGV[2])
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[3], '*', 'entry', ARGV[6])
 end
 -- The trail as it ends, the delete's own entry included: an undo of the delete restores it.
 local trail = redis.call('LRANGE', KEYS[5], 0, -1)
@@ -644,14 +646,16 @@ class CommentStore:
         comment_id = str(comment["id"])
         now = now_us()
         values: dict[str, Any] = {**fields, "status": public_status(queue)}
+        trail, logged = _audit_texts(comment_id, audit, _iso(now))
         argv: list[Any] = [
             guard,
             queue,
             comment_id,
             "1" if label_it else "0",
-            json.dumps({"at": _iso(now), "comment_id": comment_id, **audit}) if audit else "",
+            trail,
             now,
             AUDIT_STREAM_MAX,
+            logged,
         ]
         for key, value in values.items():
             argv.extend([key, json.dumps(value) if key in JSON_FIELDS else _field(value)])
@@ -688,13 +692,14 @@ class CommentStore:
             duplicate_key(self.fingerprint(comment)) if fingerprinted else unscored_key(),
             repeat_key(text_digest) if text_digest else unscored_key(),  # unused when short
         ]
-        entry = json.dumps({"at": iso_now(), "comment_id": comment["id"], **audit}) if audit else ""
+        trail, logged = _audit_texts(str(comment["id"]), audit, iso_now())
         args = [
             str(comment["id"]),
-            entry,
+            trail,
             AUDIT_STREAM_MAX,
             "1" if fingerprinted else "0",
             self.repeat_member(comment) if text_digest else "",
+            logged,
         ]
         reply = self._delete(keys=keys, args=args)
         if not reply:
@@ -919,10 +924,10 @@ class CommentStore:
 
     def append_audit(self, comment_id: str, entry: Mapping[str, Any]) -> None:
         """Append an entry (note, reveal) to a comment's trail and the global audit log."""
-        text = json.dumps({"at": iso_now(), "comment_id": comment_id, **entry})
+        trail, logged = _audit_texts(comment_id, entry, iso_now())
         pipe = self.redis.pipeline(transaction=True)
-        pipe.rpush(audit_key(comment_id), text)
-        pipe.xadd(audit_stream_key(), {"entry": text}, maxlen=AUDIT_STREAM_MAX, approximate=True)
+        pipe.rpush(audit_key(comment_id), trail)
+        pipe.xadd(audit_stream_key(), {"entry": logged}, maxlen=AUDIT_STREAM_MAX, approximate=True)
         pipe.execute()
 
     # undo ---------------------------------------------------------------------------------
@@ -1031,13 +1036,36 @@ class CommentStore:
     def drop_audit_entries(self, comment_ids: set[str]) -> int:
         """Delete global audit entries about these comments (erasure); return how many."""
         doomed = []
-        for entry_id, fields in self.redis.xrange(audit_stream_key()):
-            raw = fields.get(b"entry") or fields.get("entry") or "{}"
-            if json.loads(raw).get("comment_id") in comment_ids:
-                doomed.append(entry_id)
+        cursor = "-"
+        while True:  # a page at a time: the log holds up to AUDIT_STREAM_MAX entries
+            page = self.redis.xrange(audit_stream_key(), min=cursor, count=1000)
+            for entry_id, fields in page:
+                raw = fields.get(b"entry") or fields.get("entry") or "{}"
+                if json.loads(raw).get("comment_id") in comment_ids:
+                    doomed.append(entry_id)
+            if len(page) < 1000:
+                break
+            cursor = f"({_s(page[-1][0])}"
         for start in range(0, len(doomed), 1000):
             self.redis.xdel(audit_stream_key(), *doomed[start : start + 1000])
         return len(doomed)
+
+
+def _audit_texts(comment_id: str, audit: Mapping[str, Any] | None, at: str) -> tuple[str, str]:
+    """Return an audit entry as the comment's own trail keeps it and as the global log does.
+
+    The global log keeps no free text: a note (a moderator's words, possibly about the reader)
+    stays in the comment's trail, which is deleted with the comment, and the log says only
+    ``has_note``. Redis frees a stream's memory a node of entries at a time, so an entry
+    deleted from the log on erasure (XDEL) lingers in memory and snapshots until its whole node
+    is trimmed; what lingers is then opaque ids and action codes only."""
+    if not audit:
+        return "", ""
+    entry = {"at": at, "comment_id": comment_id, **audit}
+    trail = json.dumps(entry)
+    if "note" in entry:
+        entry["has_note"] = bool(entry.pop("note"))
+    return trail, json.dumps(entry)
 
 
 def _state_guard(allowed_states: Iterable[str] | None) -> str:
