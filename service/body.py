@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import g, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def body_cut_off() -> bool:
@@ -40,7 +42,20 @@ def refuse_cut_off_body() -> None:
 
 
 def body_fields() -> dict[str, Any] | None:
-    """Return the fields of a JSON object or form body (None if it is neither), read whole."""
-    body = request.get_json(silent=True) if request.is_json else request.form.to_dict()
+    """Return the fields of a JSON object or form body (None if it is JSON but not an object),
+    read whole; raise 415 for a body of any other type.
+
+    Werkzeug parses no form from other types, so their fields would read as missing (a 422
+    naming a field the client did send). A request with no body and no type has no fields."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+    elif request.mimetype in FORM_TYPES:
+        body = request.form.to_dict()
+    elif request.mimetype or request.get_data(cache=True):
+        raise UnsupportedMediaType(
+            "Send the body as application/json (an object) or application/x-www-form-urlencoded."
+        )
+    else:
+        body = {}
     refuse_cut_off_body()
     return body if isinstance(body, dict) else None

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from service import services
 from service.abuse import has_service_token
-from service.body import body_cut_off, refuse_cut_off_body
+from service.body import FORM_TYPES, body_cut_off, refuse_cut_off_body
 from service.errors import problem, wants_html
 from service.validation import (
     FORM_TOKEN_FIELD,
@@ -36,7 +36,6 @@ from workers.store import is_comment_id
 bp = Blueprint("comments", __name__, url_prefix="/api/v1")
 
 FORM_TOKEN_MAX_AGE = 24 * 3600
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # Added to the article's address when a browser is sent back after posting, so the page (ours
 # or a site's own) can tell the reader their comment is waiting: ?comment_status=pending&...
 REDIRECT_STATUS_PARAM = "comment_status"
