@@ -26,6 +26,7 @@ from workers.moderation import create_token
 from workers.pipeline import score_and_decide
 from workers.runtime import Runtime
 from workers.settings import Settings
+from workers.store import CommentStore, Transition
 
 EMAIL = "mod.reader@example.com"
 JSON = "application/json"
@@ -663,8 +664,63 @@ def test_undoing_a_delete_puts_the_comment_back_in_the_repeated_text_count(
     # Brought back once its arrival has left the window, it stays out of the count.
     assert store.delete(record) is not None
     two_hours_ago = record["created_us"] - 7200 * 10**6
-    store.restore({**record, "created_us": two_hours_ago}, [], repeat_window=3600)
+    old = {**record, "created_us": two_hours_ago}
+    back = Transition(old, "pending", None, {"state": "queued"}, None)
+    assert store.restore(old, [], back, repeat_window=3600).applied
     assert redis.zscore(index, store.repeat_member(record)) is None
+
+
+def test_undo_of_a_delete_brings_back_the_comment_as_the_delete_found_it(
+    client: FlaskClient,
+    settings: Settings,
+    redis: redis_lib.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A change landing between the moderator's read and the delete (here a note another
+    moderator set on the record) is in what the undo brings back: the delete itself reads the
+    record it removes."""
+    from workers.moderation import apply_decision, undo_last
+
+    (comment_id,) = submit_scored(client, settings, TEXTS[:1])
+    store = Runtime(settings).store
+    delete = CommentStore.delete
+
+    def late_change(self: CommentStore, comment: dict[str, object], **kw: object) -> object:
+        self.redis.hset(f"mod:c:{comment_id}", "moderated_by", "bob")
+        return delete(self, comment, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CommentStore, "delete", late_change)
+    assert apply_decision(store, comment_id, "delete", "root").deleted
+    monkeypatch.undo()
+    result = undo_last(store, "root", repeat_window=0)
+    assert result is not None and result.results[comment_id].found
+    assert store.get(comment_id)["moderated_by"] == "bob"
+
+
+def test_undo_of_a_delete_is_one_step_a_lost_connection_cannot_leave_it_in_no_queue(
+    client: FlaskClient,
+    settings: Settings,
+    redis: redis_lib.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The comment is stored again and put back in its queue and indexes in one MULTI: if
+    the connection drops after it was sent, it is fully back; any separate later step (here:
+    every transition call) may fail without leaving it stored but unlisted."""
+    from workers.moderation import apply_decision, undo_last
+
+    (comment_id,) = submit_scored(client, settings, TEXTS[:1])
+    store = Runtime(settings).store
+    queue = store.get(comment_id)["queue"]
+    assert apply_decision(store, comment_id, "delete", "root").deleted
+
+    def lost(*args: object, **kw: object) -> object:
+        raise redis_lib.ConnectionError("connection lost")
+
+    monkeypatch.setattr(CommentStore, "transition", lost)
+    with contextlib.suppress(redis_lib.ConnectionError):
+        undo_last(store, "root", repeat_window=0)
+    assert redis.exists(f"mod:c:{comment_id}")
+    assert redis.zscore(f"mod:q:{queue}", comment_id) is not None
 
 
 def test_trusted_authors_are_auto_approved(client: FlaskClient, settings: Settings) -> None:

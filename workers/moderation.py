@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from workers.metrics import record_moderator_decision
-from workers.store import STATE_MODERATED, CommentStore, iso_now
+from workers.store import STATE_MODERATED, CommentStore, Transition, iso_now
 
 # poster: a site's back end submitting comments for its readers (exempt from the rate limits
 # and the form token, nothing else); moderator: the queue; admin: also deletes, reveals
@@ -86,7 +86,7 @@ def apply_decision(
         step: dict[str, Any] = {
             "comment_id": comment_id,
             "kind": "delete",
-            "record": record,
+            "record": deletion.record,  # as the delete found it, not as read before
             "trail": deletion.trail,
         }
         if remember:
@@ -165,30 +165,36 @@ def _undo_step(
     store: CommentStore, moderator: str, entry: dict[str, Any], repeat_window: int
 ) -> DecisionResult:
     comment_id = str(entry["comment_id"])
-    expect = None
+    audit = {"actor": moderator, "action": "undo", "undone": entry["kind"]}
     if entry["kind"] == "delete":
         record = entry["record"]
         if store.get(comment_id) is not None:
             return DecisionResult(found=True, conflict=True)
-        store.restore(record, entry.get("trail", []), repeat_window=repeat_window)
-        before = {k: record.get(k, "") for k in ("state", "status")}
+        before = {"state": record.get("state", "")}
         queue = str(record.get("queue", "pending"))
+        # Stored again and back in its queue and indexes in one step.
+        result = store.restore(
+            record,
+            entry.get("trail", []),
+            Transition(record, queue, None, before, {**audit, "to": queue}),
+            repeat_window=repeat_window,
+        )
     else:
         before = dict(entry["before"])
         queue = before.pop("queue") or "pending"
         record = store.get(comment_id)
         if record is None:
             return DecisionResult(found=False)
-        if entry.get("decision_id"):  # entries written before decision ids apply as before
-            expect = ("decision_id", str(entry["decision_id"]))
-    result = store.transition(
-        record,
-        queue,
-        allowed_states=None,
-        fields={k: v for k, v in before.items() if k != "status"},
-        audit={"actor": moderator, "action": "undo", "to": queue, "undone": entry["kind"]},
-        expect=expect,
-    )
+        # Entries written before decision ids apply as before.
+        expect = ("decision_id", str(entry["decision_id"])) if entry.get("decision_id") else None
+        result = store.transition(
+            record,
+            queue,
+            allowed_states=None,
+            fields={k: v for k, v in before.items() if k != "status"},
+            audit={**audit, "to": queue},
+            expect=expect,
+        )
     if result.refused:
         return DecisionResult(found=True, conflict=True, comment=store.get(comment_id))
     if not result.applied:

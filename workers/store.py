@@ -289,10 +289,12 @@ if ARGV[2] ~= '' then
   redis.call('RPUSH', KEYS[5], ARGV[2])
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[3], '*', 'entry', ARGV[6])
 end
--- The trail as it ends, the delete's own entry included: an undo of the delete restores it.
+-- The trail as it ends, the delete's own entry included, and the record as it was at the
+-- delete (not as read before it): an undo of the delete restores both.
 local trail = redis.call('LRANGE', KEYS[5], 0, -1)
+local record = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1], KEYS[5])
-return {1, changes, trail}
+return {1, changes, trail, record}
 """
 
 # KEYS: 1 duplicate fingerprint, 2 comment, 3 unscored, 4 author index, 5 broker list (or ""),
@@ -375,6 +377,8 @@ class Deletion:
     changes: int
     # Its audit trail, oldest first, ending with the delete's own entry (when it has one).
     trail: list[dict[str, Any]]
+    # The record as the delete found it (read in the same atomic step).
+    record: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -704,16 +708,24 @@ class CommentStore:
         reply = self._delete(keys=keys, args=args)
         if not reply:
             return None
-        return Deletion(changes=int(reply[1]), trail=[json.loads(e) for e in reply[2]])
+        pairs = reply[3]
+        return Deletion(
+            changes=int(reply[1]),
+            trail=[json.loads(e) for e in reply[2]],
+            record=decode_record(dict(zip(pairs[::2], pairs[1::2], strict=True))),
+        )
 
     def restore(
         self,
         record: Mapping[str, Any],
         audit_entries: Sequence[Mapping[str, Any]],
+        then: Transition,
         *,
         repeat_window: int = 0,
-    ) -> None:
-        """Put back a deleted comment (undo of a delete); indexes follow via a transition.
+    ) -> TransitionResult:
+        """Put back a deleted comment (undo of a delete) and apply ``then`` (the transition
+        that puts it back in its queue and every index), in one MULTI: a crash cannot leave it
+        stored but in no queue.
 
         With a repeat_window its repeated-text entry comes back too, if it arrived within that
         many seconds (the delete removed it)."""
@@ -733,7 +745,16 @@ class CommentStore:
                 args=[self.repeat_member(record), record["created_us"], repeat_window, now_us()],
                 client=pipe,
             )
-        pipe.execute()
+        keys, argv = self._transition_call(
+            then.comment,
+            then.queue,
+            _state_guard(then.allowed_states),
+            then.fields,
+            False,
+            then.audit,
+        )
+        self._transition(keys=keys, args=argv, client=pipe)
+        return _transition_result(pipe.execute()[-1])
 
     def bump_attempts(self, comment_id: str) -> int:
         """Count one more scoring attempt; return the total."""
