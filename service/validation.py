@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import idna
 from email_validator import EmailNotValidError, validate_email
 from flask import g, has_app_context
 from flask.json.provider import DefaultJSONProvider
@@ -47,8 +48,11 @@ NFC_FIELDS = ("comment", "author")
 # reader sees the text around it ("\u202e" turns what follows right-to-left). The marks
 # U+200E, U+200F and U+061C override nothing, and RTL scripts need no control, so they stay.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-# A host name in a Website: ASCII (punycode included) fast, anything else label by label.
-_ASCII_HOST = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?\Z")
+# A label of a Website's host name (ASCII, or punycode for a Unicode one): 1 to 63 letters,
+# digits, hyphens and underscores, no hyphen at either end. Underscores are no part of a
+# host name (RFC 1123), but DNS serves them and browsers reach such sites (my_site.example).
+_HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+_DIGITS_AND_DOTS = re.compile(r"[0-9.]+\Z")
 _WHITESPACE = re.compile(r"\s")
 
 
@@ -238,28 +242,52 @@ def _url_problem(url: str) -> str | None:
 
 
 def _valid_host(host: str, *, bracketed: bool) -> bool:
-    """Whether a (lower-cased) host is an IP address or dot-separated labels of letters, marks,
-    digits, hyphens and underscores. Letters and marks may be non-ASCII: IDN hosts such as
-    bücher.example are written that way (the browser converts them to punycode)."""
+    """Whether a (lower-cased) host is one a browser can reach: a bracketed IPv6 address, a
+    dotted IPv4 address, or a name of at most 253 characters in dot-separated labels of 1 to 63,
+    neither starting nor ending with a hyphen, whose last label is not a number.
+
+    Unicode labels (bücher.example: browsers convert them) are checked as the punycode they
+    become, by IDNA 2008 (the idna library, as email-validator checks an address's domain)."""
     if bracketed:
         # urlsplit has not checked what is inside [...] on every Python 3.11 release.
         try:
             return ipaddress.ip_address(host).version == 6
         except ValueError:
             return False
-    if host.isascii():
-        return _ASCII_HOST.match(host) is not None
+    if _DIGITS_AND_DOTS.match(host):
+        # Browsers read it as an address (999.2.3.4 is none), never as a name.
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
     labels = host.split(".")
-    if labels[-1] == "":  # a fully qualified name's final dot
+    if labels[-1] == "" and len(labels) > 1:  # a fully qualified name's final dot
         labels.pop()
-    return all(label and all(_host_char(ch) for ch in label) for label in labels)
+    encoded = []
+    for label in labels:
+        if label.isascii():
+            encoded.append(label)
+            continue
+        # Letters, marks, digits and hyphens only: IDNA would map some invisible or dot-like
+        # characters (a zero-width space, a full-width stop) away, but the link is stored as
+        # written, and should go where it reads.
+        if not all(_host_char(ch) for ch in label):
+            return False
+        try:
+            encoded.append(idna.encode(label, uts46=True).decode("ascii"))
+        except UnicodeError:  # idna.IDNAError: a bad hyphen, a leading mark, 63+ encoded...
+            return False
+    return (
+        all(_HOST_LABEL.match(label) for label in encoded)
+        and not encoded[-1].isdigit()  # example.123 is an address to a browser, and invalid
+        and len(".".join(encoded)) <= 253
+    )
 
 
 def _host_char(ch: str) -> bool:
-    if ch.isascii():
-        return ch.isalnum() or ch in "-_"
     category = unicodedata.category(ch)
-    return category[0] in "LM" or category == "Nd"
+    return category[0] in "LM" or category == "Nd" or ch == "-"
 
 
 class EdgeJSONProvider(DefaultJSONProvider):

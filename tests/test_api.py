@@ -577,3 +577,13 @@ def test_a_body_neither_json_nor_a_form_is_415_naming_what_is_taken_and_changes_
     raw.close()
     # The same fields, sent as the endpoint reads them, do act.
     assert client.post(url, json=fields, headers=admin).status_code in (200, 201)
+
+
+@pytest.mark.parametrize("url", ["https://-bad-.com/", "https://999.2.3.4/"])
+def test_a_website_no_browser_could_reach_is_422_naming_the_url_and_stores_nothing(
+    client: FlaskClient, redis: redis_lib.Redis, url: str
+) -> None:
+    response = client.post("/api/v1/comments", json={**FORM, "url": url})
+    assert response.status_code == 422
+    assert response.get_json()["errors"] == {"url": "Website has an invalid host name."}
+    assert not list(redis.scan_iter("mod:c:*"))

@@ -223,3 +223,51 @@ def test_ordinary_website_urls_stay_valid(url: str) -> None:
     result = validate_submission({**VALID, "url": url})
     assert isinstance(result, Submission), result
     assert result.url == url
+
+
+# Hangul syllables far apart: 15 of them are 50 characters in punycode, 20 are 65.
+_HANGUL_SPREAD = "".join(chr(0xAC00 + n * 401) for n in range(15))
+_HANGUL_LONGER = "".join(chr(0xAC00 + n * 401) for n in range(20))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://-bad-.com/",
+        "https://bad-.example/",
+        "https://news.-bad.example/",
+        "https://-b\u00fccher.example/",  # IDNA checks the hyphens of a Unicode label too
+        "https://" + "a" * 64 + ".example/",  # a label is at most 63 characters
+        "https://" + _HANGUL_LONGER + ".example/",  # 20 characters, but 65 in punycode
+        "https://" + ".".join([_HANGUL_SPREAD] * 5) + "/",  # 254 characters in punycode
+        "https://999.2.3.4/",
+        "https://1.2.3/",
+        "https://1.2.3.4.5/",
+        "https://01.2.3.4/",  # octal to some parsers, decimal to others
+        "https://1234/",
+        "https://example.123/",  # an all-numeric top-level label is an address, not a name
+    ],
+)
+def test_website_hosts_no_browser_could_reach_are_refused(url: str) -> None:
+    errors = errors_of({**VALID, "url": url})
+    assert errors == {"url": "Website has an invalid host name."}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://sub-domain.example.co.uk/",
+        "http://127.0.0.1:8080/",
+        "http://[::1]/",
+        "https://b\u00fccher.example/",
+        "https://" + "a" * 63 + ".example/",
+        "https://" + _HANGUL_SPREAD + ".example/",
+        "https://3com.example/",
+        "https://example.c0m/",
+        "https://localhost/",
+    ],
+)
+def test_website_hosts_browsers_reach_stay_valid(url: str) -> None:
+    result = validate_submission({**VALID, "url": url})
+    assert isinstance(result, Submission), result
+    assert result.url == url
