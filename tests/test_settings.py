@@ -71,13 +71,15 @@ def test_out_of_range_values_are_refused_naming_the_variable(variable: str, valu
         # As browsers send them: lower case, punycode, no default port.
         (
             "MODERATION_SITE_ORIGINS",
-            "HTTPS://News.Example.com:443,https://bücher.example,http://x.example:80,http://[::1]:8000",
+            "HTTPS://News.Example.com:443,https://bücher.example,http://x.example:80,"
+            "http://[::1]:8000,https://faß.de",
             "site_origins",
             (
                 "https://news.example.com",
                 "https://xn--bcher-kva.example",
                 "http://x.example",
                 "http://[::1]:8000",
+                "https://xn--fa-hia.de",  # IDNA 2008, as browsers send it (2003 gave fass.de)
             ),
         ),
         ("MODERATION_LOG_LEVEL", "warn", "log_level", "WARNING"),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import idna
 import limits
 
 ENV_PREFIX = "MODERATION_"
@@ -240,8 +241,10 @@ def normalise_origin(raw: str) -> str:
             raise invalid from None
     else:
         try:
-            host = parts.hostname.encode("idna").decode("ascii").lower()
-        except UnicodeError:
+            # IDNA 2008 with UTS 46 mapping, as browsers encode hosts (Python's "idna" codec is
+            # IDNA 2003: it turns "faß.de" into "fass.de", which no browser sends).
+            host = idna.encode(parts.hostname, uts46=True, transitional=False).decode("ascii")
+        except UnicodeError:  # idna.IDNAError is one
             raise invalid from None
         if not _ORIGIN_HOST_RE.fullmatch(host):
             raise invalid
