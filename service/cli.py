@@ -55,7 +55,12 @@ def tokens_create(name: str, role: str) -> None:
 def tokens_list() -> None:
     """List token names and roles (never the tokens)."""
     for info in sorted(_runtime().store.all_tokens().values(), key=lambda i: i["name"]):
-        click.echo(f"{info['name']}\t{info['role']}\t{info.get('created_at', '')}")
+        line = f"{info['name']}\t{info['role']}\t{info.get('created_at', '')}"
+        try:
+            check_token_name(str(info["name"]))
+        except ValueError as exc:  # created before the name rules: authentication refuses it
+            line += f"\trefused: {exc}; revoke it and create another"
+        click.echo(line)
 
 
 @tokens.command("revoke")

@@ -22,7 +22,7 @@ from tests.conftest import (
     post_chunked,
     wait_for,
 )
-from workers.moderation import create_token
+from workers.moderation import create_token, token_digest
 from workers.pipeline import score_and_decide
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -142,6 +142,18 @@ def test_cli_creates_lists_and_revokes_tokens(
         assert done.returncode == 2 and "--name" in done.stderr, (name, done.stderr)
     names = [line.split("\t")[0] for line in run("tokens", "list").splitlines()]
     assert not {"operator", "Model", "retention", "", "x"} & set(names)
+
+    # Tokens stored before these rules (here written straight to Redis) no longer let anyone
+    # in under those names, and the listing says what to do.
+    store = Runtime(settings).store
+    for name in ("model", "m\u043ederator"):
+        stored = f"mod_old_{len(name)}"
+        store.save_token(token_digest(stored), {"name": name, "role": "admin"})
+        old = {"Authorization": f"Bearer {stored}"}
+        assert client.get("/api/v1/moderation/queue", headers=old).status_code == 401
+        line = next(x for x in run("tokens", "list").splitlines() if x.startswith(name + "\t"))
+        assert "refused:" in line and "revoke" in line
+        run("tokens", "revoke", name)
 
 
 def test_queue_filters_and_sorts(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from typing import Any, Literal
 
 from workers.metrics import record_moderator_decision
 from workers.store import STATE_MODERATED, CommentStore, Transition, iso_now
+
+log = logging.getLogger(__name__)
 
 # poster: a site's back end submitting comments for its readers (exempt from the rate limits
 # and the form token, nothing else); moderator: the queue; admin: also deletes, reveals
@@ -270,4 +273,17 @@ def authenticate(store: CommentStore, token: str, bootstrap_token: str) -> Moder
     info = store.token_info(token_digest(token))
     if info is None or info.get("role") not in ROLES:
         return None
-    return Moderator(name=str(info["name"]), role=info["role"])
+    name = str(info.get("name", ""))
+    try:
+        check_token_name(name)
+    except ValueError as exc:
+        # Created before the name rules (a token named "model" would act as the classifier
+        # in the audit log): refused until the operator replaces it.
+        log.warning(
+            "refused a %s token whose name the service no longer accepts (%s): revoke it "
+            "with `moderation-admin tokens revoke` and create one with another name",
+            info["role"],
+            exc,
+        )
+        return None
+    return Moderator(name=name, role=info["role"])
