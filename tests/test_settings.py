@@ -38,6 +38,23 @@ from workers.settings import ConfigError, Settings
         ("MODERATION_SITE_ORIGINS", "https://news example.com"),
         ("MODERATION_RATE_LIMIT_IP", "0/minute"),
         ("MODERATION_REPEAT_WINDOW_SECONDS", "99999999999999"),
+        # URLs the Redis client, Celery and Flask-Limiter would each fail on later, differently.
+        ("MODERATION_REDIS_URL", "htp://localhost"),
+        ("MODERATION_REDIS_URL", "redis://localhost:notaport/0"),
+        ("MODERATION_REDIS_URL", "localhost:6379"),
+        ("REDIS_URL", "127.0.0.1:6379"),
+        # A webhook URL that only fails at delivery, retried for 2.5 hours.
+        ("MODERATION_WEBHOOK_URL", "https://"),
+        ("MODERATION_WEBHOOK_URL", "https:// example.com/hook"),
+        ("MODERATION_WEBHOOK_URL", "https://example.com:99999/h"),
+        ("MODERATION_WEBHOOK_URL", "ftp://example.com/h"),
+        ("MODERATION_WORKER_METRICS_PORT", "70000"),  # bind() would fail in the worker
+        # Shorter than the longest webhook retry wait: each retry delivered again and again.
+        ("MODERATION_VISIBILITY_TIMEOUT_SECONDS", "5"),
+        ("MODERATION_MODEL_DIR", ""),  # the registry would land in the working directory
+        # Misspelt names: the default would stay in force without a word.
+        ("MODERATION_REQUIRE_FORM_TOKENS", "true"),
+        ("MODERATION_RATE_LIMIT", "1/minute"),
     ],
 )
 def test_out_of_range_values_are_refused_naming_the_variable(variable: str, value: str) -> None:
@@ -118,3 +135,45 @@ def test_production_refuses_to_start_without_its_secrets_and_never_uses_the_deve
     assert production.secret_key != development.secret_key
     assert production.email_encryption_keys != development.email_encryption_keys
     assert production.email_hmac_key != development.email_hmac_key
+
+
+def test_a_misspelt_setting_is_refused_with_the_name_it_probably_meant() -> None:
+    with pytest.raises(ConfigError, match="did you mean MODERATION_REQUIRE_FORM_TOKEN\\?"):
+        Settings.from_mapping({"MODERATION_REQUIRE_FORM_TOKENS": "true"})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"MODERATION_SPAM_REJECT_THRESHOLD": "0"},  # every comment rejected as spam
+        {"MODERATION_SPAM_HOLD_THRESHOLD": "0.95", "MODERATION_SPAM_REJECT_THRESHOLD": "0.2"},
+    ],
+)
+def test_spam_thresholds_that_reject_what_they_mean_to_hold_are_refused(
+    values: dict[str, str],
+) -> None:
+    """The artifact's own thresholds are refused for the same values (model/artifact.py)."""
+    with pytest.raises(ConfigError, match="MODERATION_SPAM_"):
+        Settings.from_mapping(values).check()
+
+
+def test_thresholds_and_urls_that_make_sense_are_accepted() -> None:
+    settings = Settings.from_mapping(
+        {
+            "MODERATION_SPAM_HOLD_THRESHOLD": "0.2",
+            "MODERATION_SPAM_REJECT_THRESHOLD": "0.2",
+            "MODERATION_REDIS_URL": "rediss://:secret@redis.internal:6380/2",
+            "MODERATION_WEBHOOK_URL": "https://news.example.com:8443/hooks/moderation",
+            "MODERATION_WEBHOOK_SECRET": "s",
+            "MODERATION_VISIBILITY_TIMEOUT_SECONDS": "2700",
+        }
+    ).check()
+    assert settings.redis_url == "rediss://:secret@redis.internal:6380/2"
+    assert settings.spam_reject_threshold == settings.spam_hold_threshold == 0.2
+
+
+def test_the_visibility_timeout_floor_covers_the_longest_webhook_retry_wait() -> None:
+    from workers.settings import MIN_VISIBILITY_TIMEOUT_SECONDS
+    from workers.tasks import WEBHOOK_RETRY_MAX_DELAY, WEBHOOK_RETRY_SPREAD
+
+    assert WEBHOOK_RETRY_MAX_DELAY * (1 + WEBHOOK_RETRY_SPREAD) < MIN_VISIBILITY_TIMEOUT_SECONDS

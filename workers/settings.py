@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import os
@@ -104,6 +105,18 @@ class Settings:
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> Settings:
         """Build settings from MODERATION_* style string values (environment or a test dict)."""
+        known = {ENV_PREFIX + f.name.upper() for f in fields(cls) if f.name != "extra"}
+        unknown = sorted(k for k in values if k.startswith(ENV_PREFIX) and k not in known)
+        if unknown:
+            # A misspelt setting would otherwise leave its default in force without a word
+            # (MODERATION_REQUIRE_FORM_TOKENS: no form-token holds).
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, known, n=1)
+                hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
+            raise ConfigError(
+                f"unknown setting {', '.join(hints)}: see README, Configuration, for the names"
+            )
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
             if f.name == "extra":
@@ -139,8 +152,18 @@ class Settings:
         """
         if self.webhook_url and not self.webhook_secret:
             raise ConfigError("MODERATION_WEBHOOK_SECRET is required when a webhook URL is set")
-        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
-            raise ConfigError("MODERATION_WEBHOOK_URL must be an http(s) URL")
+        if self.spam_reject_threshold == 0:
+            raise ConfigError(
+                "MODERATION_SPAM_REJECT_THRESHOLD: must be above 0 (0 rejects every comment as "
+                "spam; 1 never rejects)"
+            )
+        hold, reject = self.spam_hold_threshold, self.spam_reject_threshold
+        if hold is not None and reject is not None and hold > reject:
+            raise ConfigError(
+                f"MODERATION_SPAM_HOLD_THRESHOLD ({hold}) must not exceed "
+                f"MODERATION_SPAM_REJECT_THRESHOLD ({reject}): a comment scored between them "
+                "would be rejected, not held"
+            )
         if self.is_development:
             return self._with_development_secrets()
         missing = [
@@ -189,6 +212,13 @@ _AT_MOST = {
     "duplicate_window_seconds": 30 * 86400,
     "repeat_window_seconds": 30 * 86400,
 }
+_AT_MOST["worker_metrics_port"] = 65535
+# kombu's ETA messages (the webhook retries) come back after the visibility timeout however
+# far in the future they are due: it must exceed the longest retry wait, 30 minutes plus a
+# quarter of spread (workers/tasks.py; a test keeps the two in step), or each retry is
+# delivered again and again.
+MIN_VISIBILITY_TIMEOUT_SECONDS = 2700
+_AT_LEAST = {"visibility_timeout_seconds": MIN_VISIBILITY_TIMEOUT_SECONDS}
 _RATE_LIMITS = {"rate_limit_ip", "rate_limit_author"}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LOG_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}  # Python's own spellings
@@ -212,6 +242,25 @@ def _parse_rate_limit(raw: str) -> str:
             "month or year), or empty to turn the limit off"
         ) from None
     return raw
+
+
+def _check_url(raw: str, schemes: tuple[str, ...], example: str) -> str:
+    """Return the URL if it has one of the schemes, a host and a valid port, else refuse it
+    (naming the setting happens in from_mapping). Credentials in it are never echoed."""
+    value = raw.strip()
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        raise ValueError(f"has an invalid port; expected {example}") from None
+    if (
+        parts.scheme.lower() not in schemes
+        or not parts.hostname
+        or any(c.isspace() for c in value)
+        or parts.netloc.endswith(":")
+    ):
+        raise ValueError(f"must be {example}")
+    return value
 
 
 def normalise_origin(raw: str) -> str:
@@ -274,7 +323,15 @@ def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
     if name == "email_encryption_keys":
         return _parse_list(raw)
     if name == "model_dir":
+        if not raw.strip():
+            raise ValueError("must be a directory path (empty would put the registry in the cwd)")
         return Path(raw)
+    if name == "redis_url":
+        return _check_url(raw, ("redis", "rediss"), "a Redis URL like redis://127.0.0.1:6379/0")
+    if name == "webhook_url":
+        if not raw.strip():
+            return ""
+        return _check_url(raw, ("http", "https"), "an http(s) URL like https://site.example/hook")
     if name in _BEARER_TOKENS and not (raw.isascii() and raw.isprintable() and " " not in raw):
         # It travels in an Authorization header, where only printable ASCII arrives intact.
         raise ValueError("must be printable ASCII without spaces")
@@ -296,6 +353,10 @@ def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
             raise ValueError("must be greater than 0")
         if name in _AT_MOST and number > _AT_MOST[name]:
             raise ValueError(f"must be at most {_AT_MOST[name]}")
+        if name in _AT_LEAST and number < _AT_LEAST[name]:
+            raise ValueError(
+                f"must be at least {_AT_LEAST[name]} (webhook retries wait up to 37.5 min)"
+            )
         if number < 0:
             raise ValueError("must not be negative")
         return number
