@@ -6,6 +6,7 @@ Generates local secrets under var/ on first run; Ctrl-C stops everything cleanly
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shlex
 import shutil
@@ -24,7 +25,53 @@ from workers.privacy import generate_key
 ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var"
 SECRETS = VAR / "secrets.env"
+CHECKOUT_LOCK = VAR / "run.lock"
 DEFAULT_WORKER_METRICS_PORT = 9101
+
+
+def hold_checkout() -> tuple[int | None, str]:
+    """Lock this checkout's var/ for this run; return the lock's descriptor, else None and why.
+
+    Two runs in one checkout would start two redis-servers on the same append-only files (a
+    rewrite by one replaces the other's data: comments that got a 202 are lost), and each would
+    empty the other's metrics and overwrite its run.env. The lock is held while any process of
+    the run lives: the children get the descriptor too, so a Redis or worker left behind by a
+    killed run still holds it."""
+    VAR.mkdir(parents=True, exist_ok=True)
+    fd = os.open(CHECKOUT_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        return None, checkout_in_use(int(holder) if holder.isdigit() else None)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd, ""
+
+
+def checkout_in_use(pid: int | None) -> str:
+    """Say, in one line, that another run holds this checkout's var/ and how to go on."""
+    alive = pid is not None
+    if pid is not None:
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:  # another user's process, so it exists
+            pass
+    if alive:
+        who = f"another `make run` (pid {pid}) is using"
+        stop = f"Stop it first (Ctrl-C where it runs, or kill {pid})"
+    else:  # the run itself was killed (kill -9), its children were not
+        who = "processes of an earlier `make run`" + (f" (pid {pid}, gone)" if pid else "")
+        who += " still use"
+        stop = f"Stop its redis-server, workers and API first (fuser -v {CHECKOUT_LOCK} lists them)"
+    return (
+        f"make run: {who} this checkout's var/ (Redis data, metrics, run.env), which a second "
+        f"run here would overwrite. {stop}, or start this one from another checkout "
+        "(git clone) with another PORT."
+    )
 
 
 def load_or_create_secrets() -> dict[str, str]:
@@ -60,9 +107,14 @@ def port_problem(host: str, port: int, variable: str) -> str | None:
         try:
             probe.bind(address)
         except OSError as exc:
-            why = "is already in use" if exc.errno == errno.EADDRINUSE else f"fails: {exc.strerror}"
+            # Not by a run in this checkout: main() has already refused to start beside one.
+            why = (
+                "is already in use (by another program, or a `make run` in another checkout)"
+                if exc.errno == errno.EADDRINUSE
+                else f"fails: {exc.strerror}"
+            )
             return (
-                f"make run: port {port} on {host} {why} (another `make run`?); "
+                f"make run: port {port} on {host} {why}; "
                 f"set {variable} to a free port, e.g. {variable}={port + 1} make run"
             )
     return None
@@ -158,6 +210,11 @@ def main() -> int:
     # Everything this run writes (Redis's append-only file holds comments and encrypted
     # emails; var/run.env holds secrets) is readable by this user only.
     os.umask(0o077)
+    # First, before anything under var/ is read or written.
+    lock, in_use = hold_checkout()
+    if lock is None:
+        print(in_use, file=sys.stderr)
+        return 2
     env = dict(os.environ)
     for key, value in load_or_create_secrets().items():
         env.setdefault(key, value)
@@ -179,7 +236,7 @@ def main() -> int:
         print(metrics_note, flush=True)
     redis_server: EmbeddedRedis | None = None
     if not env.get("REDIS_URL") and not env.get("MODERATION_REDIS_URL"):
-        redis_server = EmbeddedRedis(VAR / "redis").start()
+        redis_server = EmbeddedRedis(VAR / "redis", pass_fds=(lock,)).start()
         env["MODERATION_REDIS_URL"] = redis_server.url
     bin_dir = Path(sys.executable).parent
     # Prometheus multiprocess mode: gunicorn's and Celery's processes write their samples to
@@ -197,7 +254,7 @@ def main() -> int:
     plain_env = {k: v for k, v in worker_env.items() if k != "MODERATION_WORKER_METRICS_PORT"}
 
     def spawn(argv: list[str], child_env: dict[str, str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(argv, env=child_env, cwd=ROOT)  # noqa: S603 - fixed argv
+        return subprocess.Popen(argv, env=child_env, cwd=ROOT, pass_fds=(lock,))  # noqa: S603
 
     worker_specs = [
         ([sys.executable, "-m", "workers", "worker", "--beat"], worker_env),
@@ -217,6 +274,7 @@ def main() -> int:
             ],
             env=api_env,
             cwd=ROOT,
+            pass_fds=(lock,),
         ),
     ]
     redis_url = env.get("MODERATION_REDIS_URL") or env.get("REDIS_URL")

@@ -49,6 +49,8 @@ class EmbeddedRedis:
     directory: Path
     port: int = 0
     appendfsync: str = "everysec"
+    # Descriptors the server keeps open for its life (`make run`: the lock on its checkout).
+    pass_fds: tuple[int, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -82,7 +84,9 @@ class EmbeddedRedis:
             "--logfile",
             "redis.log",
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+        self.process = subprocess.Popen(  # noqa: S603 - fixed argv
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=self.pass_fds
+        )
         deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:
