@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
+import redis
 
 from workers.celery_app import create_celery
 from workers.moderation import ROLES, check_token_name, create_token, revoke_tokens
-from workers.runtime import Runtime
+from workers.runtime import Runtime, redis_failure
 from workers.settings import ConfigError, Settings
 from workers.tasks import apply_retention
 
 
-def _runtime() -> Runtime:
+@contextmanager
+def _runtime(doing: str) -> Iterator[Runtime]:
+    """Yield the runtime; a Redis failure ends the command with one line, not a traceback."""
     try:
-        return Runtime(Settings.from_env().check())
+        runtime = Runtime(Settings.from_env().check())
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        yield runtime
+    except redis.RedisError as exc:
+        raise click.ClickException(redis_failure(runtime.settings.redis_url, doing, exc)) from None
 
 
 @click.group()
@@ -47,14 +56,17 @@ def _token_name(value: str) -> str:
 @click.option("--role", type=click.Choice(ROLES), default="moderator", show_default=True)
 def tokens_create(name: str, role: str) -> None:
     """Create a token; it is printed once and stored only as a hash."""
-    token = create_token(_runtime().store, name, role)  # type: ignore[arg-type]
+    with _runtime("create the token") as runtime:
+        token = create_token(runtime.store, name, role)  # type: ignore[arg-type]
     click.echo(token)
 
 
 @tokens.command("list")
 def tokens_list() -> None:
     """List token names and roles (never the tokens)."""
-    for info in sorted(_runtime().store.all_tokens().values(), key=lambda i: i["name"]):
+    with _runtime("list tokens") as runtime:
+        stored = runtime.store.all_tokens()
+    for info in sorted(stored.values(), key=lambda i: i["name"]):
         line = f"{info['name']}\t{info['role']}\t{info.get('created_at', '')}"
         try:
             check_token_name(str(info["name"]))
@@ -67,7 +79,8 @@ def tokens_list() -> None:
 @click.argument("name")
 def tokens_revoke(name: str) -> None:
     """Revoke every token with this name."""
-    count = revoke_tokens(_runtime().store, name)
+    with _runtime("revoke tokens") as runtime:
+        count = revoke_tokens(runtime.store, name)
     if not count:
         raise click.ClickException(f"no token named {name!r}")
     click.echo(f"revoked {count} token(s) named {name!r}")
@@ -76,8 +89,9 @@ def tokens_revoke(name: str) -> None:
 @main.command()
 def purge() -> None:
     """Apply the retention periods now (the beat scheduler also runs this hourly)."""
-    runtime = _runtime()
-    click.echo(json.dumps(apply_retention(create_celery(runtime.settings), runtime)))
+    with _runtime("purge expired comments") as runtime:
+        purged = apply_retention(create_celery(runtime.settings), runtime)
+    click.echo(json.dumps(purged))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""Worker operations: retries while Redis is unreachable, the health-check ping, beat."""
+"""Worker operations: retries while Redis is unreachable, the health-check ping, beat, and the
+operator tools' answer when Redis cannot be reached."""
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -11,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.conftest import ROOT, TEST_SECRETS, WorkerProcess, wait_for
 from workers.celery_app import create_celery
-from workers.runtime import Runtime
+from workers.runtime import Runtime, redis_address, redis_failure
 from workers.settings import Settings
 from workers.tasks import redis_retry_delays, score_jobs
 
@@ -91,3 +93,56 @@ def test_beat_keeps_its_schedule_beside_the_models_not_in_the_working_directory(
         proc.terminate()
         proc.wait(20)
     assert not list(cwd.iterdir())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["service.cli", "tokens", "list"],
+        ["service.cli", "tokens", "create", "--name", "alice"],
+        ["service.cli", "tokens", "revoke", "alice"],
+        ["service.cli", "purge"],
+        ["workers", "sweep"],
+    ],
+    ids=lambda argv: " ".join(argv[1:]),
+)
+def test_operator_tools_name_an_unreachable_redis_in_one_line(
+    command: list[str], tmp_path: Path
+) -> None:
+    """As after forgetting `. var/run.env`, or with the run it names stopped: one line naming
+    the setting and where it points (never its password), no traceback, a failing exit."""
+    port = _closed_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODERATION_", "REDIS_"))}
+    env |= {
+        **TEST_SECRETS,
+        "MODERATION_REDIS_URL": f"redis://:hunter2-secret@127.0.0.1:{port}/0",
+        "MODERATION_MODEL_DIR": str(tmp_path / "models"),
+    }
+    done = subprocess.run(  # our own CLIs, fixed arguments
+        [sys.executable, "-m", *command],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("Error: cannot ")
+    assert f"Redis at 127.0.0.1:{port}" in done.stderr
+    assert "is MODERATION_REDIS_URL right" in done.stderr
+    assert "hunter2" not in done.stderr
+
+
+def test_a_redis_failure_names_host_and_port_but_never_the_credentials() -> None:
+    assert redis_address("redis://moderation:pw@[::1]/0") == "[::1]:6379"
+    assert redis_address("rediss://:pw@cache.example:6380/2") == "cache.example:6380"
+    line = redis_failure(
+        "redis://:s3cret-pw@cache.example:6380/0",
+        "list tokens",
+        redis_lib.exceptions.AuthenticationError("refused s3cret-pw"),
+    )
+    assert line.startswith("cannot list tokens: Redis at cache.example:6380 failed")
+    assert "s3cret" not in line and "AuthenticationError" in line

@@ -6,10 +6,12 @@ import logging
 import sys
 
 import click
+import redis
 from celery.signals import worker_init
 
 from workers.celery_app import SCORING_QUEUE, WEBHOOK_QUEUE, create_celery
 from workers.logs import configure_logging
+from workers.runtime import redis_failure
 from workers.settings import ConfigError, Settings
 from workers.tasks import runtime_for
 
@@ -175,7 +177,13 @@ def sweep() -> None:
 
     settings = _settings()
     app = create_celery(settings)
-    click.echo(f"re-enqueued {run_sweep(app, runtime_for(app))} comments")
+    try:
+        count = run_sweep(app, runtime_for(app))
+    except redis.RedisError as exc:
+        raise click.ClickException(
+            redis_failure(settings.redis_url, "re-enqueue unscored comments", exc)
+        ) from None
+    click.echo(f"re-enqueued {count} comments")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import threading
 import time
 from functools import cached_property
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff  # type: ignore[attr-defined]  # stubs lag redis-py
@@ -35,6 +36,25 @@ def redis_client(settings: Settings) -> redis.Redis[bytes]:
         socket_timeout=5,
         health_check_interval=30,
         retry=COMMAND_RETRY,
+    )
+
+
+def redis_address(url: str) -> str:
+    """Return the host:port a Redis URL names, leaving out any user name and password."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    return f"{f'[{host}]' if ':' in host else host}:{parts.port or 6379}"
+
+
+def redis_failure(url: str, doing: str, exc: redis.RedisError) -> str:
+    """Return one line for an operator tool that could not ``doing`` because Redis failed."""
+    why = f"{type(exc).__name__}: {exc}"
+    password = urlsplit(url).password
+    if password:  # redis-py names host and port in its errors; make sure of the rest
+        why = why.replace(password, "***")
+    return (
+        f"cannot {doing}: Redis at {redis_address(url)} failed ({why}); is "
+        "MODERATION_REDIS_URL right (under `make run`: `. var/run.env`) and Redis running?"
     )
 
 
