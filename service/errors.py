@@ -95,6 +95,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.exceptions.ConnectionError)
     @app.errorhandler(redis.exceptions.TimeoutError)
     @app.errorhandler(redis.exceptions.BusyLoadingError)
+    # Full (maxmemory with noeviction) or a replica after a failover: writes refused for now.
+    @app.errorhandler(redis.exceptions.OutOfMemoryError)  # type: ignore[attr-defined]
+    @app.errorhandler(redis.exceptions.ReadOnlyError)
     @app.errorhandler(OperationalError)
     def store_unavailable(exc: Exception) -> Response:
         log.error("storage unavailable", extra={"error": type(exc).__name__, "path": request.path})

@@ -206,6 +206,62 @@ def test_redis_down_gives_503_with_retry_after_and_recovers_on_its_own(
     assert stack.record(str(comment_id))["state"] == "queued"
 
 
+def test_a_full_redis_gives_503_with_retry_after_and_the_comment_can_be_resent(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """With noeviction, a Redis at maxmemory refuses writes (OOM): the reader is told to retry
+    (503 + Retry-After), not shown a 500, and the same post succeeds once there is room."""
+    stack = stack_factory()
+    client = stack.client()
+    stack.redis.config_set("maxmemory", "1")  # below what it already uses: every write refused
+    try:
+        body = comment(next(_serial))
+        response = client.post("/api/v1/comments", json=body)
+        assert response.status_code == 503, response.get_data(as_text=True)
+        assert response.headers["Retry-After"].isdigit()
+        assert response.mimetype == "application/problem+json"
+    finally:
+        stack.redis.config_set("maxmemory", "0")
+    again = client.post("/api/v1/comments", json=body)
+    assert again.status_code == 202
+    assert stack.record(again.get_json()["id"])["state"] == "queued"
+
+
+@pytest.mark.parametrize("refusal", ["OutOfMemoryError", "ReadOnlyError"])
+def test_writes_refused_by_a_full_redis_or_a_replica_are_retried_like_a_lost_connection(
+    stack_factory: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch, refusal: str
+) -> None:
+    """A full Redis (maxmemory, noeviction) or a replica after a failover refuses writes for a
+    while: the batch waits and retries, as for a lost connection (then would leave its comments
+    to the sweep). It must not take the poison path, which scores each comment alone and
+    charges it a failed attempt towards being held."""
+    import redis as redis_lib
+
+    import workers.tasks as tasks
+    from workers.runtime import Runtime
+
+    stack = stack_factory()
+    (comment_id,) = post_many(stack.client(), 1)
+    runtime = Runtime(stack.settings.with_overrides(task_max_retries=2))
+    real = tasks.score_and_decide_many
+    calls: list[int] = []
+
+    def refused_once(rt: Runtime, ids: list[str]) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise getattr(redis_lib.exceptions, refusal)("refused")
+        return real(rt, ids)
+
+    def poison_path(*args: object) -> str:
+        raise AssertionError("scored one at a time, as a poison batch")
+
+    monkeypatch.setattr(tasks, "score_and_decide_many", refused_once)
+    monkeypatch.setattr(tasks, "score_one", poison_path)
+    outcomes = tasks.score_jobs(create_celery(runtime.settings), runtime, [(comment_id, "r")])
+    assert outcomes == {comment_id: "decided"} and len(calls) == 2
+    assert stack.record(comment_id).get("attempts", "0") == "0"
+
+
 def test_without_a_worker_comments_wait_as_pending_and_are_decided_when_one_returns(
     stack_factory: Callable[..., Stack],
 ) -> None:

@@ -43,8 +43,15 @@ from workers.webhooks import (
 
 log = logging.getLogger(__name__)
 
-# Redis hiccups are transient: retry with backoff. Anything else is a poison comment.
-TRANSIENT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Redis hiccups are transient: retry with backoff. Anything else is a poison comment. A full
+# Redis (maxmemory with noeviction) and a replica after a failover refuse writes for a while:
+# their comments wait for the sweep rather than count as poison.
+TRANSIENT_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.OutOfMemoryError,  # type: ignore[attr-defined]  # missing from the stubs
+    redis.exceptions.ReadOnlyError,
+)
 POISON_ATTEMPTS = 3
 # How long a batch waits for Redis to come back before leaving its comments to the sweep:
 # MODERATION_TASK_MAX_RETRIES retries, the n-th after min(0.2 * 2**n, 8) seconds.
