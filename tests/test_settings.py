@@ -140,6 +140,12 @@ def test_production_refuses_to_start_without_its_secrets_and_never_uses_the_deve
 def test_a_misspelt_setting_is_refused_with_the_name_it_probably_meant() -> None:
     with pytest.raises(ConfigError, match="did you mean MODERATION_REQUIRE_FORM_TOKEN\\?"):
         Settings.from_mapping({"MODERATION_REQUIRE_FORM_TOKENS": "true"})
+    # Read under prometheus-client's own name only: the prefixed one would be ignored.
+    with pytest.raises(ConfigError, match="did you mean PROMETHEUS_MULTIPROC_DIR\\?"):
+        Settings.from_mapping({"MODERATION_PROMETHEUS_MULTIPROC_DIR": "var/metrics"})
+    assert (
+        Settings.from_mapping({"PROMETHEUS_MULTIPROC_DIR": "/m"}).prometheus_multiproc_dir == "/m"
+    )
 
 
 @pytest.mark.parametrize(

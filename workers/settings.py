@@ -105,14 +105,19 @@ class Settings:
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> Settings:
         """Build settings from MODERATION_* style string values (environment or a test dict)."""
+        # prometheus_multiproc_dir is read as PROMETHEUS_MULTIPROC_DIR (prometheus-client's
+        # own name), so MODERATION_PROMETHEUS_MULTIPROC_DIR would be ignored: it is unknown.
+        aliases = {"MODERATION_PROMETHEUS_MULTIPROC_DIR": "PROMETHEUS_MULTIPROC_DIR"}
         known = {ENV_PREFIX + f.name.upper() for f in fields(cls) if f.name != "extra"}
+        known -= set(aliases)
         unknown = sorted(k for k in values if k.startswith(ENV_PREFIX) and k not in known)
         if unknown:
             # A misspelt setting would otherwise leave its default in force without a word
             # (MODERATION_REQUIRE_FORM_TOKENS: no form-token holds).
             hints = []
             for key in unknown:
-                close = difflib.get_close_matches(key, known, n=1)
+                close = [aliases[key]] if key in aliases else []
+                close = close or difflib.get_close_matches(key, known, n=1)
                 hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
             raise ConfigError(
                 f"unknown setting {', '.join(hints)}: see README, Configuration, for the names"
