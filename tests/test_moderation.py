@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,6 +17,7 @@ from flask.testing import FlaskClient
 
 from tests.conftest import (
     ROOT,
+    Stack,
     WebhookWorkerProcess,
     WorkerProcess,
     client_for,
@@ -733,6 +735,34 @@ def test_undo_of_a_delete_is_one_step_a_lost_connection_cannot_leave_it_in_no_qu
         undo_last(store, "root", repeat_window=0)
     assert redis.exists(f"mod:c:{comment_id}")
     assert redis.zscore(f"mod:q:{queue}", comment_id) is not None
+
+
+def test_an_undo_between_a_workers_read_and_its_cleanup_leaves_the_comment_for_the_sweep(
+    stack_factory: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A moderator approves a comment before it is scored, a worker reads it as decided, and
+    the moderator undoes the approval before the worker drops it from the unscored index: the
+    comment is queued again and must stay there, or nothing would ever score it."""
+    from workers.moderation import apply_decision, undo_last
+    from workers.pipeline import score_and_decide_many
+
+    stack = stack_factory()  # no worker: the comment stays queued until this test scores it
+    body = {"post_id": "p-race", "comment": "A remark.", "author": "A", "email": EMAIL}
+    comment_id = stack.client().post("/api/v1/comments", json=body).get_json()["id"]
+    runtime = Runtime(stack.settings)
+    store = runtime.store
+    assert apply_decision(store, comment_id, "approve", "root").found
+    read = CommentStore.get_by_ids
+
+    def read_then_undo(self: CommentStore, ids: list[str]) -> dict[str, dict[str, Any]]:
+        found = read(self, ids)
+        undo_last(store, "root", repeat_window=0)
+        return found
+
+    monkeypatch.setattr(CommentStore, "get_by_ids", read_then_undo)
+    assert score_and_decide_many(runtime, [comment_id]) == {comment_id: "already_decided"}
+    assert store.get(comment_id)["state"] == "queued"
+    assert stack.redis.zscore("mod:unscored", comment_id) is not None
 
 
 def test_trusted_authors_are_auto_approved(client: FlaskClient, settings: Settings) -> None:

@@ -331,6 +331,20 @@ if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[5], ARGV[4]) end
 return ''
 """
 
+# Drops ids from the unscored index, each only while its comment is missing or no longer
+# queued: a worker read it decided, but an undo since may have made it queued again (and put
+# it back in the index for the sweep). KEYS: 1 unscored index, 2.. the comments' hashes.
+# ARGV: the ids, in the same order.
+_FORGET_UNSCORED = """
+local n = 0
+for i = 2, #KEYS do
+  if redis.call('HGET', KEYS[i], 'state') ~= 'queued' then
+    n = n + redis.call('ZREM', KEYS[1], ARGV[i - 1])
+  end
+end
+return n
+"""
+
 # Puts a restored comment's member back in its text's repeat index (undo of a delete), if it
 # arrived within the window: never over a later arrival of the same (author, post), and with
 # the index kept at least until this arrival leaves the window.
@@ -415,6 +429,7 @@ class CommentStore:
         self._replace_item = client.register_script(_REPLACE_LIST_ITEM)
         self._add = client.register_script(_ADD)
         self._restore_repeat = client.register_script(_RESTORE_REPEAT)
+        self._forget_unscored = client.register_script(_FORGET_UNSCORED)
 
     # intake ---------------------------------------------------------------------------------
 
@@ -776,9 +791,11 @@ class CommentStore:
 
     def forget_unscored(self, comment_ids: Sequence[str]) -> None:
         """Drop ids from the unscored list that a worker found missing or already decided
-        (left behind by a race), so the sweep stops sending them."""
+        (left behind by a race), so the sweep stops sending them; an id whose comment is
+        queued again by now (an undo since the worker's read) stays."""
         if comment_ids:
-            self.redis.zrem(unscored_key(), *comment_ids)
+            keys = [unscored_key(), *(comment_key(i) for i in comment_ids)]
+            self._forget_unscored(keys=keys, args=list(comment_ids))
 
     # labels ---------------------------------------------------------------------------------
 
