@@ -8,12 +8,14 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis as redis_lib
 
-from tests.conftest import ROOT, TEST_SECRETS, WorkerProcess, wait_for
+from tests.conftest import ROOT, TEST_SECRETS, Stack, WorkerProcess, wait_for
 from workers.celery_app import create_celery
 from workers.runtime import Runtime, redis_address, redis_failure
 from workers.settings import Settings
@@ -146,3 +148,36 @@ def test_a_redis_failure_names_host_and_port_but_never_the_credentials() -> None
     )
     assert line.startswith("cannot list tokens: Redis at cache.example:6380 failed")
     assert "s3cret" not in line and "AuthenticationError" in line
+
+
+def test_while_no_worker_drains_the_queue_the_sweep_backs_off_per_comment(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """Each sweep used to push one more copy of every waiting comment's message: a worker
+    outage grew the broker queue (and Redis) by the whole backlog every sweep period. Now a
+    comment sent again waits twice as long before its next resend: a few copies, not dozens."""
+    from workers.celery_app import SCORING_QUEUE
+    from workers.tasks import sweep
+
+    stack = stack_factory()  # no worker: nothing drains the queue
+    client = stack.client()
+    ids = []
+    for n in range(10):
+        body = {"post_id": "p", "comment": f"Remark {n}.", "author": "A", "email": f"a{n}@x.org"}
+        ids.append(client.post("/api/v1/comments", json=body).get_json()["id"])
+    settings = stack.settings.with_overrides(sweep_after_seconds=0.05)
+    runtime, app = Runtime(settings), create_celery(settings)
+    queued = stack.redis.llen(SCORING_QUEUE)
+    time.sleep(0.06)
+    deadline = time.monotonic() + 1.6  # 32 sweep periods: one copy per period before
+    while time.monotonic() < deadline:
+        sweep(app, runtime)
+        time.sleep(0.05)
+    copies = (stack.redis.llen(SCORING_QUEUE) - queued) / len(ids)
+    # Resends at about 0.05, 0.15, 0.35, 0.75 and 1.55 s: the waits double.
+    assert 3 <= copies <= 7, copies
+    assert {int(stack.record(i)["resends"]) for i in ids} == {int(copies)}
+    # Every one is still listed for the next sweep, and a worker decides each once.
+    assert all(stack.redis.zscore("mod:unscored", i) is not None for i in ids)
+    stack.start_worker()
+    wait_for(lambda: len(stack.decided(ids)) == len(ids), timeout=30)

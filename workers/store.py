@@ -345,6 +345,31 @@ end
 return n
 """
 
+# Marks stale unscored ids as sent again by the sweep, each waiting twice as long as the last
+# time before the next resend (first: base, then 2x, 4x ... up to cap), so a backlog that no
+# worker drains gets a few copies of its messages, not one per sweep. Ids gone from the index
+# are skipped; an id whose comment is gone leaves it. Returns the ids to send.
+# KEYS: 1 unscored index, 2.. the comments' hashes. ARGV: 1 now, 2 base, 3 cap (us), 4.. ids
+_TOUCH_UNSCORED = """
+local send = {}
+local now, base, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 2, #KEYS do
+  local id = ARGV[i + 2]
+  if redis.call('ZSCORE', KEYS[1], id) then
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+      local k = redis.call('HINCRBY', KEYS[i], 'resends', 1)
+      local wait = math.min(base * 2 ^ (k - 1), cap)
+      -- Due again once it is older than base: wait from now.
+      redis.call('ZADD', KEYS[1], 'XX', string.format('%d', now + wait - base), id)
+      send[#send + 1] = id
+    else
+      redis.call('ZREM', KEYS[1], id)
+    end
+  end
+end
+return send
+"""
+
 # Puts a restored comment's member back in its text's repeat index (undo of a delete), if it
 # arrived within the window: never over a later arrival of the same (author, post), and with
 # the index kept at least until this arrival leaves the window.
@@ -430,6 +455,7 @@ class CommentStore:
         self._add = client.register_script(_ADD)
         self._restore_repeat = client.register_script(_RESTORE_REPEAT)
         self._forget_unscored = client.register_script(_FORGET_UNSCORED)
+        self._touch_unscored = client.register_script(_TOUCH_UNSCORED)
 
     # intake ---------------------------------------------------------------------------------
 
@@ -782,12 +808,17 @@ class CommentStore:
         ids = self.redis.zrangebyscore(unscored_key(), "-inf", older_than_us, start=0, num=limit)
         return [_s(i) for i in ids]
 
-    def touch_unscored(self, ids: Sequence[str]) -> None:
-        """Mark ids as re-enqueued now, so the next sweep waits again before retrying them."""
-        if ids:
-            stamp = now_us()
-            # XX: never resurrect an id that was scored in the meantime.
-            self.redis.zadd(unscored_key(), dict.fromkeys(ids, stamp), xx=True)
+    def touch_unscored(self, ids: Sequence[str], base_us: int, cap_us: int) -> list[str]:
+        """Mark stale ids as sent again now; return those still unscored, to send.
+
+        Each comment then waits twice as long as before it is due again (base, 2x, 4x ...,
+        at most cap): while no worker drains the queue, a comment gets a handful of copies of
+        its message, not one per sweep. Never resurrects an id scored in the meantime."""
+        if not ids:
+            return []
+        keys = [unscored_key(), *(comment_key(i) for i in ids)]
+        sent = self._touch_unscored(keys=keys, args=[now_us(), base_us, cap_us, *ids])
+        return [_s(i) for i in sent]
 
     def forget_unscored(self, comment_ids: Sequence[str]) -> None:
         """Drop ids from the unscored list that a worker found missing or already decided

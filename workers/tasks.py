@@ -53,6 +53,10 @@ TRANSIENT_ERRORS = (
     redis.exceptions.ReadOnlyError,
 )
 POISON_ATTEMPTS = 3
+# The longest a comment waits between two resends by the sweep (the waits double from
+# MODERATION_SWEEP_AFTER_SECONDS): while workers are down, five copies in the first hour at
+# the default 60 s, then one an hour.
+SWEEP_MAX_WAIT_SECONDS = 3600
 # How long a batch waits for Redis to come back before leaving its comments to the sweep:
 # MODERATION_TASK_MAX_RETRIES retries, the n-th after min(0.2 * 2**n, 8) seconds.
 REDIS_RETRY_FIRST_DELAY = 0.2
@@ -322,14 +326,20 @@ def apply_retention(app: Celery, runtime: Runtime) -> dict[str, int]:
 
 
 def sweep(app: Celery, runtime: Runtime) -> int:
-    """Re-enqueue every comment that waited longer than the configured time to be scored."""
-    cutoff = time.time_ns() // 1000 - int(runtime.settings.sweep_after_seconds * 1_000_000)
+    """Re-enqueue every comment that waited longer than the configured time to be scored.
+
+    A comment sent again waits twice as long as the previous time before the next resend (at
+    most SWEEP_MAX_WAIT_SECONDS), so a backlog no worker drains does not gain a copy of every
+    message on every sweep."""
+    base = int(runtime.settings.sweep_after_seconds * 1_000_000)
+    cap = max(base, SWEEP_MAX_WAIT_SECONDS * 1_000_000)
+    cutoff = time.time_ns() // 1000 - base
     total = 0
     while True:
-        ids = runtime.store.stale_unscored(cutoff)
-        if not ids:
+        stale = runtime.store.stale_unscored(cutoff)
+        if not stale:
             return total
-        runtime.store.touch_unscored(ids)
+        ids = runtime.store.touch_unscored(stale, base, cap)
         for comment_id in ids:
             app.send_task(SCORE_TASK, args=[comment_id])
         total += len(ids)
