@@ -262,6 +262,34 @@ def test_writes_refused_by_a_full_redis_or_a_replica_are_retried_like_a_lost_con
     assert stack.record(comment_id).get("attempts", "0") == "0"
 
 
+def test_a_damaged_record_is_still_held_for_a_moderator_and_spoils_no_other_comment(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """A record that lost a field fails scoring and then failed the ordinary hold too: it
+    stayed queued, in no moderation queue, re-sent by every sweep forever, and its exception
+    cut the batch short (comments after it left to the sweep). Now it is held in pending from
+    what is left, and the batch goes on."""
+    from workers.runtime import Runtime
+    from workers.tasks import POISON_ATTEMPTS, score_jobs
+
+    stack = stack_factory()
+    client = stack.client()
+    runtime = Runtime(stack.settings)
+    app = create_celery(runtime.settings)
+    damaged, before, after = post_many(client, 3)
+    stack.redis.hdel(f"mod:c:{damaged}", "post_id")
+    for _ in range(POISON_ATTEMPTS - 1):
+        assert score_jobs(app, runtime, [(damaged, "")]) == {damaged: "retried"}
+    outcomes = score_jobs(app, runtime, [(before, ""), (damaged, ""), (after, "")])
+    assert outcomes == {before: "decided", damaged: "decided", after: "decided"}
+    record = stack.record(damaged)
+    assert (record["state"], record["queue"]) == ("scored", "pending")
+    assert json.loads(record["decision_reasons"]) == ["scoring_failed"]
+    assert stack.redis.zscore("mod:q:pending", damaged) is not None
+    assert stack.redis.zscore("mod:unscored", damaged) is None  # the sweep leaves it be
+    assert [e["action"] for e in stack.audit(damaged)] == ["hold"]
+
+
 def test_without_a_worker_comments_wait_as_pending_and_are_decided_when_one_returns(
     stack_factory: Callable[..., Stack],
 ) -> None:

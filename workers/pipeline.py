@@ -17,6 +17,7 @@ from workers.settings import Settings
 from workers.store import (
     STATE_QUEUED,
     STATE_SCORED,
+    TRANSIENT_STORE_ERRORS,
     Transition,
     TransitionResult,
     iso_now,
@@ -234,20 +235,33 @@ def hold_after_failure(runtime: Runtime, comment_id: str, code: str) -> Outcome:
     if record is None:
         return "missing"
     decision: Decision = held_for_error(code)
-    result = runtime.store.transition(
-        record,
-        decision.queue,
-        allowed_states=(STATE_QUEUED,),
-        fields={
-            "state": STATE_SCORED,
-            "decision_label": decision.label,
-            "decision_reasons": list(decision.reasons),
-            "scored_at": iso_now(),
-            "decided_by": "model",
-        },
-        audit={"actor": "model", "action": "hold", "to": decision.queue, "reasons": [code]},
-    )
+    audit = {"actor": "model", "action": "hold", "to": decision.queue, "reasons": [code]}
+    try:
+        result = runtime.store.transition(
+            record,
+            decision.queue,
+            allowed_states=(STATE_QUEUED,),
+            fields={
+                "state": STATE_SCORED,
+                "decision_label": decision.label,
+                "decision_reasons": list(decision.reasons),
+                "scored_at": iso_now(),
+                "decided_by": "model",
+            },
+            audit=audit,
+        )
+        applied = result.applied
+    except TRANSIENT_STORE_ERRORS:
+        raise
+    except Exception as exc:
+        # The record itself is damaged (a field lost or mangled): the ordinary hold cannot
+        # index it. Held from what is left, or the sweep would send it forever, unseen.
+        log.error(
+            "comment record damaged; held in pending as it is",
+            extra={"comment_id": comment_id, "error": type(exc).__name__},
+        )
+        applied = runtime.store.hold_damaged(comment_id, decision.label, decision.reasons, audit)
     log.warning("comment held after scoring failures", extra={"comment_id": comment_id})
-    if result.applied:
+    if applied:
         metrics.DECISIONS.labels(decision.label, decision.queue, "none").inc()
-    return "decided" if result.applied else "already_decided"
+    return "decided" if applied else "already_decided"

@@ -24,6 +24,14 @@ PREFIX = "mod:"
 # the author digest in their names.
 RATE_LIMIT_PREFIX = "mod-rl"
 QUEUES = ("pending", "approved", "rejected", "spam")
+# Errors after which Redis may answer again shortly (a lost connection, a timeout, a full
+# Redis under noeviction, a replica after a failover): retry later, never blame the comment.
+TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.OutOfMemoryError,  # type: ignore[attr-defined]  # missing from the stubs
+    redis.exceptions.ReadOnlyError,
+)
 Queue = Literal["pending", "approved", "rejected", "spam"]
 # How many index entries one moderation-queue page examines at most: filters may reject most
 # of a long queue, and a request must stay bounded (the cursor then continues the scan).
@@ -370,6 +378,28 @@ end
 return send
 """
 
+# Holds a queued comment for a moderator using only what a damaged record still has (the last
+# resort when the ordinary hold failed on it, e.g. a field lost): pending queue and indexes,
+# state and reason, unscored no more. KEYS: 1 comment, 2 unscored, 3-6 pending's created,
+# spam, toxic and uncertainty indexes, 7 audit list, 8 audit stream. ARGV: 1 id, 2 now (us),
+# 3 decision label, 4 reasons JSON, 5 scored_at, 6 trail entry, 7 log entry, 8 log max length
+_HOLD_DAMAGED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return -1 end
+redis.call('HSET', KEYS[1], 'state', 'scored', 'queue', 'pending', 'status', 'pending',
+  'decision_label', ARGV[3], 'decision_reasons', ARGV[4], 'scored_at', ARGV[5],
+  'decided_by', 'model')
+redis.call('ZREM', KEYS[2], ARGV[1])
+local created = tonumber(redis.call('HGET', KEYS[1], 'created_us') or '') or tonumber(ARGV[2])
+redis.call('ZADD', KEYS[3], string.format('%d', created), ARGV[1])
+redis.call('ZADD', KEYS[4], -1, ARGV[1])
+redis.call('ZADD', KEYS[5], -1, ARGV[1])
+redis.call('ZADD', KEYS[6], 2, ARGV[1])
+redis.call('RPUSH', KEYS[7], ARGV[6])
+redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[8], '*', 'entry', ARGV[7])
+return 1
+"""
+
 # Puts a restored comment's member back in its text's repeat index (undo of a delete), if it
 # arrived within the window: never over a later arrival of the same (author, post), and with
 # the index kept at least until this arrival leaves the window.
@@ -455,6 +485,7 @@ class CommentStore:
         self._add = client.register_script(_ADD)
         self._restore_repeat = client.register_script(_RESTORE_REPEAT)
         self._forget_unscored = client.register_script(_FORGET_UNSCORED)
+        self._hold_damaged = client.register_script(_HOLD_DAMAGED)
         self._touch_unscored = client.register_script(_TOUCH_UNSCORED)
 
     # intake ---------------------------------------------------------------------------------
@@ -819,6 +850,33 @@ class CommentStore:
         keys = [unscored_key(), *(comment_key(i) for i in ids)]
         sent = self._touch_unscored(keys=keys, args=[now_us(), base_us, cap_us, *ids])
         return [_s(i) for i in sent]
+
+    def hold_damaged(
+        self, comment_id: str, label: str, reasons: Sequence[str], audit: Mapping[str, Any]
+    ) -> bool:
+        """Hold a queued comment in pending whatever else its record lacks; return True if
+        it was held (False: gone, or no longer queued)."""
+        pending = [queue_key("pending"), *(score_index_key("pending", i) for i in SCORE_INDEXES)]
+        keys = [
+            comment_key(comment_id),
+            unscored_key(),
+            *pending,
+            audit_key(comment_id),
+            audit_stream_key(),
+        ]
+        now = now_us()
+        trail, logged = _audit_texts(comment_id, audit, _iso(now))
+        args = [
+            comment_id,
+            now,
+            label,
+            json.dumps(list(reasons)),
+            _iso(now),
+            trail,
+            logged,
+            AUDIT_STREAM_MAX,
+        ]
+        return int(self._hold_damaged(keys=keys, args=args)) == 1
 
     def forget_unscored(self, comment_ids: Sequence[str]) -> None:
         """Drop ids from the unscored list that a worker found missing or already decided
