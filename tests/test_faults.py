@@ -290,6 +290,55 @@ def test_a_damaged_record_is_still_held_for_a_moderator_and_spoils_no_other_comm
     assert [e["action"] for e in stack.audit(damaged)] == ["hold"]
 
 
+def test_a_trusted_authors_comments_in_one_batch_are_decided_as_if_one_at_a_time(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """Trust depends on the author's earlier decisions: a spam rejection revokes it. The batch
+    path read every author's history before writing any decision, so a borderline comment
+    sent right after a trusted author's spam was published in a batch and held one at a
+    time. Both paths must decide alike, whichever one a batch takes."""
+    from workers.moderation import apply_decision
+    from workers.pipeline import score_and_decide, score_and_decide_many
+    from workers.runtime import Runtime
+
+    spam_text = (
+        "CLICK HERE to WIN a FREE iPhone!!! Visit http://free-prizes.example.biz now, "
+        "limited offer, call 0800 123 456 to claim your cash prize"
+    )
+    borderline = "Great article, also see my site for more cheap deals on loans"
+    stack = stack_factory()  # no worker: only this test decides
+    clf = Runtime(stack.settings).classifier()
+    s_spam, s_border = clf.score(spam_text).spam, clf.score(borderline).spam
+    assert s_border < s_spam
+    runtime = Runtime(
+        stack.settings.with_overrides(
+            auto_approve_after=1,
+            spam_reject_threshold=(s_border + s_spam) / 2,  # the spam: rejected
+            spam_hold_threshold=s_border / 2,  # the borderline one: held unless trusted
+            toxic_hold_threshold=1.0,
+        )
+    )
+    client = stack.client()
+    decided = {}
+    for path in ("batch", "single"):
+
+        def send(text: str, path: str = path) -> str:
+            body = {"post_id": "p", "comment": text, "author": "T", "email": f"{path}@x.org"}
+            return str(client.post("/api/v1/comments", json=body).get_json()["id"])
+
+        first = send(f"A first, fine remark ({path}).")
+        assert apply_decision(runtime.store, first, "approve", "root").found  # now trusted
+        spam, border = send(spam_text), send(borderline)
+        if path == "batch":
+            score_and_decide_many(runtime, [spam, border])
+        else:
+            score_and_decide(runtime, spam)
+            score_and_decide(runtime, border)
+        assert stack.record(spam)["queue"] == "spam"
+        decided[path] = stack.record(border)["queue"]
+    assert decided == {"batch": "pending", "single": "pending"}
+
+
 def test_without_a_worker_comments_wait_as_pending_and_are_decided_when_one_returns(
     stack_factory: Callable[..., Stack],
 ) -> None:

@@ -102,7 +102,8 @@ def score_and_decide(runtime: Runtime, comment_id: str) -> Outcome:
 
 
 def score_and_decide_many(runtime: Runtime, comment_ids: Sequence[str]) -> dict[str, Outcome]:
-    """Score and decide many comments: one read, one vectorised model call, one write.
+    """Score and decide many comments: one read, one vectorised model call, one write (with
+    trusted authors on, an author's later comments in the batch follow one at a time).
 
     Each comment's transition is still guarded by its state, so running it again, or a
     moderator acting first, changes nothing. Raises if any comment cannot be scored (the
@@ -112,17 +113,34 @@ def score_and_decide_many(runtime: Runtime, comment_ids: Sequence[str]) -> dict[
     records = store.get_by_ids(comment_ids)
     outcomes: dict[str, Outcome] = {}
     queued: list[dict[str, Any]] = []
+    # With trusted authors on, a decision depends on the author's earlier ones: an author's
+    # second and later comments in this batch are decided after it, one at a time, as they
+    # would be had they arrived in separate batches (a spam rejection revokes trust).
+    later: list[str] = []
+    authors: set[str] = set()
     for comment_id in dict.fromkeys(comment_ids):  # an id sent twice is decided once
         record = records.get(comment_id)
         if record is None:
             outcomes[comment_id] = "missing"
         elif record.get("state") != STATE_QUEUED:
             outcomes[comment_id] = "already_decided"
+        elif runtime.settings.auto_approve_after and record.get("email_digest") in authors:
+            later.append(comment_id)
         else:
+            authors.add(str(record.get("email_digest") or ""))
             queued.append(record)
     store.forget_unscored(list(outcomes))  # so the sweep stops sending them
-    if not queued:
-        return outcomes
+    if queued:
+        outcomes.update(_decide_together(runtime, queued))
+    for comment_id in later:
+        outcomes[comment_id] = score_and_decide(runtime, comment_id)
+    return outcomes
+
+
+def _decide_together(runtime: Runtime, queued: list[dict[str, Any]]) -> dict[str, Outcome]:
+    """Score queued records in one model call and write their decisions in one round trip."""
+    store = runtime.store
+    outcomes: dict[str, Outcome] = {}
     classifier = runtime.classifier()
     started = time.perf_counter()
     probabilities = classifier.score_batch([r["comment"] for r in queued])
