@@ -24,7 +24,7 @@ from workers.moderation import (
 )
 from workers.privacy import mask_email
 from workers.store import QUEUES, is_comment_id
-from workers.tasks import notify_decision, notify_deletion
+from workers.tasks import OUTBOX_PAGE, notify_deletion, publish_decisions
 
 bp = Blueprint("moderation", __name__, url_prefix="/api/v1/moderation")
 
@@ -227,7 +227,7 @@ def _act(
         post_id = str(deleted.get("post_id") or "")
         notify_deletion(svc.celery, svc.runtime, comment_id, post_id, "deleted", result.changes)
         return 200, {"id": comment_id, "deleted": True, "previous_queue": result.previous_queue}
-    notify_decision(svc.celery, svc.runtime, comment_id)
+    publish_decisions(svc.celery, svc.runtime)
     assert result.comment is not None  # noqa: S101 - found and not deleted
     view = moderator_view(result.comment)
     view["previous_queue"] = result.previous_queue
@@ -310,15 +310,16 @@ def undo() -> Response:
             elif not one.found or one.comment is None:
                 results[comment_id] = {"status": 404, "error": "no comment with that id"}
             else:
-                notify_decision(svc.celery, svc.runtime, comment_id)
                 results[comment_id] = {"status": 200, "queue": one.comment.get("queue")}
+        # Every event of the bulk now, not only a page of them.
+        publish_decisions(svc.celery, svc.runtime, limit=OUTBOX_PAGE + len(results))
         return _json({"action": "undo", "results": results})
     (result,) = undone.results.values()
     if result.conflict:
         return problem(409, "Conflict", _UNDO_CONFLICT)
     if not result.found or result.comment is None:
         return problem(409, "Conflict", "The comment of the last action no longer exists.")
-    notify_decision(svc.celery, svc.runtime, result.comment["id"])
+    publish_decisions(svc.celery, svc.runtime)
     view = moderator_view(result.comment)
     view["previous_queue"] = result.previous_queue
     return _json(view)

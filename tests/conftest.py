@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -396,3 +399,70 @@ class WebhookWorkerProcess(WorkerProcess):
 
     def _command(self) -> list[str]:
         return ["webhooks", "--hostname", "webhooks@%h", "--without-gossip", "--without-mingle"]
+
+
+class DropOneReply:
+    """A TCP proxy to Redis that loses the reply of the first command holding ``needle``: it
+    forwards the command, lets Redis run it, then cuts the client's connection instead of
+    relaying the answer (a reply lost on the network). redis-py's retry then sends it again."""
+
+    def __init__(self, redis_url: str, needle: bytes) -> None:
+        address, self.db = redis_url.removeprefix("redis://").rsplit("/", 1)
+        host, port = address.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.needle = needle
+        self.armed = True
+        self.dropped = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.server.getsockname()[1]}/{self.db}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.close()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.server.accept()
+                upstream = socket.create_connection(self.upstream)
+                lost = threading.Event()
+                threading.Thread(
+                    target=self._up, args=(client, upstream, lost), daemon=True
+                ).start()
+                threading.Thread(
+                    target=self._down, args=(client, upstream, lost), daemon=True
+                ).start()
+
+    def _up(self, client: socket.socket, upstream: socket.socket, lost: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                upstream.sendall(data)
+                if self.armed and self.needle in data:
+                    self.armed = False
+                    lost.set()
+                    time.sleep(0.3)  # Redis runs it and answers; the answer goes nowhere
+                    self.dropped += 1
+                    client.shutdown(socket.SHUT_RDWR)
+                    client.close()
+                    upstream.close()
+                    return
+
+    def _down(self, client: socket.socket, upstream: socket.socket, lost: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                if not lost.is_set():
+                    client.sendall(data)
+
+
+@pytest.fixture
+def drop_one_reply() -> Iterator[Callable[[Settings, bytes], tuple[Settings, DropOneReply]]]:
+    """Return settings whose Redis URL goes through a DropOneReply proxy (and the proxy)."""
+    proxies: list[DropOneReply] = []
+
+    def make(settings: Settings, needle: bytes) -> tuple[Settings, DropOneReply]:
+        proxies.append(DropOneReply(settings.redis_url, needle))
+        return settings.with_overrides(redis_url=proxies[-1].url), proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.close()

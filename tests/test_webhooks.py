@@ -26,7 +26,7 @@ from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
 from service import create_app
-from tests.conftest import Stack, WebhookWorkerProcess, wait_for
+from tests.conftest import DropOneReply, Stack, WebhookWorkerProcess, wait_for
 from workers import webhooks
 from workers.celery_app import (
     PURGE_TASK,
@@ -36,7 +36,7 @@ from workers.celery_app import (
     create_celery,
 )
 from workers.moderation import create_token
-from workers.pipeline import score_and_decide
+from workers.pipeline import score_and_decide, score_and_decide_many
 from workers.privacy import PUBLIC_FIELDS
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -44,6 +44,7 @@ from workers.tasks import (
     WEBHOOK_MAX_RETRIES,
     WEBHOOK_RETRY_FIRST_DELAY,
     WEBHOOK_RETRY_MAX_DELAY,
+    score_jobs,
     webhook_retry_delay,
 )
 from workers.webhooks import (
@@ -554,8 +555,10 @@ def test_a_deleted_comment_reaches_the_site_as_a_comment_deleted_event(
     approve = {"action": "approve"}
     url = f"/api/v1/moderation/comments/{comment_id}/decision"
     assert client.post(url, json=approve, headers=admin).status_code == 200
-    (published,) = deliver_queued(hook, broker, receiver)  # the site shows the comment
+    # The model's decision, then the approval: the site shows the comment.
+    published = deliver_queued(hook, broker, receiver)[-1]
     assert published["type"] == "comment.decided" and published["comment"]["comment"] == TEXT
+    assert published["decided_by"] == "moderator"
     broker.delete(WEBHOOK_QUEUE)
     assert client.post(url, json={"action": "delete"}, headers=admin).status_code == 200
     deleted = deliver_queued(hook, broker, receiver)[-1]
@@ -687,7 +690,7 @@ def test_a_decision_event_carries_the_public_fields_and_never_the_email_or_score
     email or scores": not at the top level either, and not the email's digest."""
     hook = hooked(settings, receiver.url("/status/204"))
     comment_id, _, _ = scored_and_approved(hook)
-    (event,) = deliver_queued(hook, broker, receiver)
+    event = deliver_queued(hook, broker, receiver)[-1]  # the approval, after the model's
     (_, _, body) = receiver.requests[-1]
     text = body.decode()
 
@@ -747,16 +750,128 @@ def test_a_decision_queued_before_its_comment_was_deleted_is_not_sent(
     url = f"/api/v1/moderation/comments/{comment_id}/decision"
     assert client.post(url, json={"action": "delete"}, headers=admin).status_code == 200
     queued = queued_webhooks(broker)
-    assert [name for name, _ in queued] == [WEBHOOK_TASK, WEBHOOK_DELETION_TASK]
-    assert queued[0][1][0] == queued[1][1][0] == comment_id
+    # The model's decision and the approval, then the deletion.
+    assert [name for name, _ in queued] == [WEBHOOK_TASK, WEBHOOK_TASK, WEBHOOK_DELETION_TASK]
+    assert {args[0] for _, args in queued} == {comment_id}
 
     celery = create_celery(hook)
     outcomes = [celery.tasks[name].apply(args=args).get() for name, args in queued]
-    assert outcomes == ["missing", "sent"]
+    assert outcomes == ["missing", "missing", "sent"]
     (event,) = [json.loads(body) for _, _, body in receiver.requests]
     assert event["type"] == "comment.deleted" and event["reason"] == "deleted"
     assert event["comment"] == {"id": comment_id, "post_id": "harbour"}
     assert_only_ids(event)
+
+
+# -- no decision without its event ------------------------------------------------------------
+
+# Nothing listens here: these tests look at the queued messages, not at deliveries.
+NO_SITE = "http://127.0.0.1:9/hook"
+
+
+def decided_events(ids: list[str]) -> list[tuple[str, list[Any]]]:
+    """The messages a first decision of each comment queues: its event is ``<id>.1``."""
+    return sorted((WEBHOOK_TASK, [i, f"{i}.1"]) for i in ids)
+
+
+def test_a_redis_error_after_a_batchs_decisions_still_queues_their_events(
+    settings: Settings, broker: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch retried after a Redis error that followed its transitions finds its comments
+    decided; each one's comment.decided event is queued all the same."""
+    hook = hooked(settings, NO_SITE).with_overrides(task_max_retries=1)
+    ids = [stored_comment(hook) for _ in range(3)]
+    runtime = Runtime(hook)
+    decide, blips = runtime.store.transition_many, []
+
+    def decide_then_lose_redis(moves: Any) -> Any:
+        results = decide(moves)
+        if not blips:
+            blips.append(moves)
+            raise redis_lib.exceptions.ConnectionError("Connection reset by peer")
+        return results
+
+    monkeypatch.setattr(runtime.store, "transition_many", decide_then_lose_redis)
+    outcomes = score_jobs(create_celery(hook), runtime, [(i, "") for i in ids])
+    assert blips and set(outcomes.values()) == {"already_decided"}  # the retry found them so
+    assert sorted(queued_webhooks(broker)) == decided_events(ids)
+    assert runtime.store.outbox_size() == 0
+
+
+def test_a_lost_reply_of_a_batchs_decisions_still_queues_their_events(
+    settings: Settings,
+    broker: redis_lib.Redis,
+    drop_one_reply: Callable[[Settings, bytes], tuple[Settings, DropOneReply]],
+) -> None:
+    """redis-py sends the transitions again when their reply is lost; they are applied once,
+    and their events are queued."""
+    hook = hooked(settings, NO_SITE)
+    ids = [stored_comment(hook) for _ in range(3)]
+    via_proxy, proxy = drop_one_reply(hook, b"EVALSHA")
+    score_jobs(create_celery(hook), Runtime(via_proxy), [(i, "") for i in ids])
+    assert proxy.dropped == 1
+    assert all(broker.llen(f"mod:c:{i}:audit") == 1 for i in ids)
+    assert sorted(queued_webhooks(broker)) == decided_events(ids)
+
+
+def test_a_broker_failure_after_the_decisions_keeps_their_events_for_the_next_drain(
+    settings: Settings,
+    broker: redis_lib.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The batch's decisions stand and nothing escapes the task when its events cannot be
+    queued; the beat-scheduled drain queues them once the broker is back."""
+    from workers import tasks
+    from workers.celery_app import OUTBOX_TASK
+
+    monkeypatch.setattr(tasks, "OUTBOX_LEASE_SECONDS", 0.2)
+    hook = hooked(settings, NO_SITE)
+    ids = [stored_comment(hook) for _ in range(3)]
+    runtime = Runtime(hook)
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there
+    no_broker = create_celery(hook.with_overrides(redis_url=f"redis://127.0.0.1:{port}/1"))
+    with caplog.at_level(logging.WARNING, logger="workers.tasks"):
+        outcomes = score_jobs(no_broker, runtime, [(i, "") for i in ids])
+    assert set(outcomes.values()) == {"decided"}
+    assert queued_webhooks(broker) == [] and runtime.store.outbox_size() == 3
+    assert any("outbox" in r.getMessage() for r in caplog.records)
+    time.sleep(0.25)  # the failed drain's claim on them ends
+    assert create_celery(hook).tasks[OUTBOX_TASK].apply().get() == 3
+    assert sorted(queued_webhooks(broker)) == decided_events(ids)
+    assert runtime.store.outbox_size() == 0
+
+
+def test_a_worker_dying_after_its_decisions_loses_none_of_their_events(
+    settings: Settings, broker: redis_lib.Redis
+) -> None:
+    """A crash after the transitions (nothing queued), or of a drain after it claimed the
+    events: the beat-scheduled drain queues them, the claimed ones once their lease ends."""
+    from workers.celery_app import OUTBOX_TASK
+
+    hook = hooked(settings, NO_SITE)
+    ids = [stored_comment(hook) for _ in range(4)]
+    runtime = Runtime(hook)
+    assert set(score_and_decide_many(runtime, ids).values()) == {"decided"}  # and it dies
+    claimed = runtime.store.claim_outbox(2, lease_seconds=0.2)  # a drain that dies
+    drain = create_celery(hook).tasks[OUTBOX_TASK]
+    assert drain.apply().get() == 2  # the two nobody holds
+    time.sleep(0.25)
+    assert drain.apply().get() == 2  # the dead drain's, once its lease ended
+    assert sorted(queued_webhooks(broker)) == decided_events(ids)
+    assert {event for _, (_, event) in queued_webhooks(broker)} >= set(claimed)
+    assert runtime.store.outbox_size() == 0
+
+
+def test_without_a_webhook_no_event_waits_in_the_outbox(
+    settings: Settings, broker: redis_lib.Redis
+) -> None:
+    comment_id = stored_comment(settings)
+    runtime = Runtime(settings)
+    assert score_and_decide(runtime, comment_id) == "decided"
+    assert runtime.store.outbox_size() == 0 and queued_webhooks(broker) == []
 
 
 # -- scoring never waits on a site --------------------------------------------------------------

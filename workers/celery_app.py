@@ -16,6 +16,7 @@ SWEEP_TASK = "workers.tasks.sweep_unscored"
 WEBHOOK_TASK = "workers.tasks.deliver_webhook"
 WEBHOOK_DELETION_TASK = "workers.tasks.deliver_deletion_webhook"
 PURGE_TASK = "workers.tasks.purge_expired"
+OUTBOX_TASK = "workers.tasks.publish_decision_events"
 SCORING_QUEUE = "scoring"
 # Scoring batches: up to this many queued comments are scored together (one Redis read, one
 # vectorised model call, one pipelined write), after waiting at most this long for company.
@@ -58,6 +59,11 @@ def create_celery(settings: Settings) -> Celery:
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
         beat_schedule={
             "sweep-unscored": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
+            # Decision events a crash or a broker failure left in the outbox (workers/tasks.py).
+            "publish-decision-events": {
+                "task": OUTBOX_TASK,
+                "schedule": settings.sweep_interval_seconds,
+            },
             "purge-expired": {"task": PURGE_TASK, "schedule": 3600.0},
         },
         timezone="UTC",

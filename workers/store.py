@@ -125,6 +125,11 @@ def labeled_key() -> str:
     return f"{PREFIX}labeled"
 
 
+def outbox_key() -> str:
+    """Return the key of the decision events written with their transitions, not yet queued."""
+    return f"{PREFIX}outbox"
+
+
 def new_comment_id() -> str:
     """Return a random, URL-safe comment id."""
     return secrets.token_hex(COMMENT_ID_LENGTH // 2)
@@ -205,11 +210,14 @@ UNDO_FIELDS = (
 )
 
 # KEYS: 1 comment, 2 unscored, 3 post list, 4 labeled set, 5 audit list, 6 audit stream,
-#       then for each queue in QUEUES order: created index, spam, toxic, uncertainty indexes
+#       then for each queue in QUEUES order: created index, spam, toxic, uncertainty indexes,
+#       then 23 the webhook outbox
 # ARGV: 1 allowed states ("*" = any; "@field=value": only while that field holds value),
 #       2 new queue, 3 comment id, 4 label it ("1"/"0"),
 #       5 audit entry JSON or "" (the comment's trail), 6 now (us), 7 audit max length,
-#       8 the entry as the global log keeps it (no free text), 9.. field/value pairs
+#       8 the entry as the global log keeps it (no free text), 9 "1" to record the change's
+#       webhook event in the outbox, 10.. field/value pairs
+# Returns {1, the UNDO_FIELDS as they were..., the event id or ""} when applied.
 _TRANSITION = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
 local state = redis.call('HGET', KEYS[1], 'state') or ''
@@ -231,7 +239,7 @@ for q = 1, 4 do
   for j = 0, 3 do redis.call('ZREM', KEYS[6 + (q - 1) * 4 + 1 + j], id) end
   if queues[q] == ARGV[2] then target = 6 + (q - 1) * 4 + 1 end
 end
-if #ARGV >= 9 then redis.call('HSET', KEYS[1], unpack(ARGV, 9)) end
+if #ARGV >= 10 then redis.call('HSET', KEYS[1], unpack(ARGV, 10)) end
 -- Back to "queued" (an undo of a decision taken before scoring): unscored again, in this same
 -- step, so the sweep sends it to a worker (score 0: due at once).
 if redis.call('HGET', KEYS[1], 'state') == 'queued' then redis.call('ZADD', KEYS[2], 0, id) end
@@ -256,8 +264,17 @@ if ARGV[5] ~= '' then
   redis.call('RPUSH', KEYS[5], ARGV[5])
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[7], '*', 'entry', ARGV[8])
 end
+-- The change's webhook event, `{id}.{n}` with n the audit length after it, is recorded in
+-- this same step: a crash or a failed publish after it cannot lose the event.
+-- Score 0: due at once (a drain claims an entry by setting its score to a lease's end).
+local event = ''
+if ARGV[9] == '1' then
+  event = id .. '.' .. redis.call('LLEN', KEYS[5])
+  redis.call('ZADD', KEYS[23], 0, event)
+end
 local out = {1}
 for i = 1, #before do out[i + 1] = before[i] or '' end
+out[#before + 2] = event
 return out
 """.replace("%s", ", ".join(f"'{name}'" for name in UNDO_FIELDS))
 
@@ -378,6 +395,15 @@ end
 return send
 """
 
+# Claims up to ARGV[3] outbox entries due by ARGV[1] (us): each is due again at ARGV[2], the
+# lease's end, unless the drain that claimed it removes it first (after publishing it).
+# KEYS: 1 outbox.
+_CLAIM_OUTBOX = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, event in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], event) end
+return due
+"""
+
 # Holds a queued comment for a moderator using only what a damaged record still has (the last
 # resort when the ordinary hold failed on it, e.g. a field lost): pending queue and indexes,
 # state and reason, unscored no more. KEYS: 1 comment, 2 unscored, 3-6 pending's created,
@@ -431,6 +457,7 @@ class TransitionResult:
     found: bool
     previous: str  # previous queue when applied; current state when refused
     before: dict[str, str] | None = None  # UNDO_FIELDS as they were, when applied
+    event_id: str = ""  # the webhook event recorded in the outbox with the change, if any
 
     @property
     def refused(self) -> bool:
@@ -465,8 +492,10 @@ def _transition_result(reply: Any) -> TransitionResult:
     code = int(reply[0])
     if code != 1:
         return TransitionResult(applied=False, found=code != 0, previous=_s(reply[1]))
-    before = {name: _s(v) for name, v in zip(UNDO_FIELDS, reply[1:], strict=True)}
-    return TransitionResult(applied=True, found=True, previous=before["queue"], before=before)
+    before = {name: _s(v) for name, v in zip(UNDO_FIELDS, reply[1:-1], strict=True)}
+    return TransitionResult(
+        applied=True, found=True, previous=before["queue"], before=before, event_id=_s(reply[-1])
+    )
 
 
 def public_status(queue: str) -> str:
@@ -475,10 +504,14 @@ def public_status(queue: str) -> str:
 
 
 class CommentStore:
-    """All reads and writes of comments in Redis."""
+    """All reads and writes of comments in Redis.
 
-    def __init__(self, client: redis.Redis[bytes]) -> None:
+    With ``outbox`` (a webhook is configured) every applied transition records its decision
+    event in the outbox, in the same script: see claim_outbox."""
+
+    def __init__(self, client: redis.Redis[bytes], *, outbox: bool = False) -> None:
         self.redis = client
+        self.outbox = outbox
         self._transition = client.register_script(_TRANSITION)
         self._delete = client.register_script(_DELETE)
         self._replace_item = client.register_script(_REPLACE_LIST_ITEM)
@@ -486,6 +519,7 @@ class CommentStore:
         self._restore_repeat = client.register_script(_RESTORE_REPEAT)
         self._forget_unscored = client.register_script(_FORGET_UNSCORED)
         self._hold_damaged = client.register_script(_HOLD_DAMAGED)
+        self._claim_outbox = client.register_script(_CLAIM_OUTBOX)
         self._touch_unscored = client.register_script(_TOUCH_UNSCORED)
 
     # intake ---------------------------------------------------------------------------------
@@ -732,10 +766,11 @@ class CommentStore:
             now,
             AUDIT_STREAM_MAX,
             logged,
+            "1" if self.outbox else "0",
         ]
         for key, value in values.items():
             argv.extend([key, json.dumps(value) if key in JSON_FIELDS else _field(value)])
-        return self._comment_keys(comment), argv
+        return [*self._comment_keys(comment), outbox_key()], argv
 
     def _comment_keys(self, comment: Mapping[str, Any]) -> list[str]:
         comment_id = str(comment["id"])
@@ -906,9 +941,26 @@ class CommentStore:
     def mark_webhook_sent(self, comment_id: str, event_id: str) -> None:
         self.redis.set(webhook_dedupe_key(comment_id, event_id), "1", ex=WEBHOOK_DEDUPE_TTL)
 
-    def event_id(self, comment_id: str) -> str:
-        """Return an id for the comment's latest change (its audit length), for webhooks."""
-        return f"{comment_id}.{self.redis.llen(audit_key(comment_id))}"
+    def claim_outbox(self, limit: int, lease_seconds: float) -> list[str]:
+        """Claim up to limit decision events waiting in the outbox; return their ids.
+
+        A claimed event is due again after lease_seconds unless release_outbox removes it
+        first: a drain that crashes or cannot publish loses nothing, and one that is merely
+        slow may see its events published twice (delivery is at least once)."""
+        now = now_us()
+        due = self._claim_outbox(
+            keys=[outbox_key()], args=[now, now + int(lease_seconds * 1_000_000), limit]
+        )
+        return [_s(event) for event in due]
+
+    def release_outbox(self, event_ids: Sequence[str]) -> None:
+        """Remove published decision events from the outbox."""
+        if event_ids:
+            self.redis.zrem(outbox_key(), *event_ids)
+
+    def outbox_size(self) -> int:
+        """Return how many decision events wait in the outbox (claimed or not)."""
+        return int(self.redis.zcard(outbox_key()))
 
     def unlabel(self, comment_id: str) -> None:
         """Stop treating a comment as moderator-labelled (its decision was undone)."""

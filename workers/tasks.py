@@ -12,8 +12,10 @@ import redis
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery_batches import Batches, SimpleRequest
+from kombu.exceptions import OperationalError
 
 from workers.celery_app import (
+    OUTBOX_TASK,
     PURGE_TASK,
     SCORE_BATCH_SIZE,
     SCORE_BATCH_WAIT_SECONDS,
@@ -73,6 +75,11 @@ WEBHOOK_RETRY_SPREAD = 0.25
 # deadline (workers/webhooks.py) is what ends it.
 WEBHOOK_SOFT_TIME_LIMIT = DEADLINE_SECONDS + 5
 WEBHOOK_TIME_LIMIT = DEADLINE_SECONDS + 20
+# Decision events are written to the outbox with their transition and queued from there: a
+# drain claims up to OUTBOX_PAGE of them for OUTBOX_LEASE_SECONDS (far longer than publishing a
+# page takes); one it could not publish is claimed again by a later drain once the lease ends.
+OUTBOX_PAGE = 256
+OUTBOX_LEASE_SECONDS = 60.0
 
 
 def webhook_retry_delay(retries: int) -> float:
@@ -159,6 +166,15 @@ def register_tasks(app: Celery) -> None:
                 store, url, secret, comment_id, post_id, reason, event_id, after=after
             ),
         )
+
+    @app.task(name=OUTBOX_TASK, shared=False, acks_late=True)
+    def publish_decision_events() -> int:
+        """Queue every decision event left in the outbox (beat-scheduled); return how many."""
+        runtime = runtime_for(app)
+        total = 0
+        while (published := publish_decisions(app, runtime)) == OUTBOX_PAGE:
+            total += published
+        return total + published
 
     @app.task(
         name=PURGE_TASK,
@@ -253,9 +269,9 @@ def _score_jobs(app: Celery, runtime: Runtime, jobs: list[tuple[str, str]]) -> d
         for comment_id, request_id in dict(jobs).items():
             with request_id_bound(request_id):
                 outcomes[comment_id] = score_one(app, runtime, comment_id, request_id)
-    for comment_id, outcome in outcomes.items():
-        if outcome == "decided":
-            notify_decision(app, runtime, comment_id)
+    # Also after a re-run that found its comments decided (a batch retried after a Redis error,
+    # a redelivery after a crash): their events wait in the outbox since their transitions.
+    publish_decisions(app, runtime)
     return outcomes
 
 
@@ -285,10 +301,33 @@ def score_one(app: Celery, runtime: Runtime, comment_id: str, request_id: str) -
         return hold_after_failure(runtime, comment_id, "scoring_failed")
 
 
-def notify_decision(app: Celery, runtime: Runtime, comment_id: str) -> None:
-    """Queue a webhook for a comment's latest decision, when a webhook is configured."""
-    if runtime.settings.webhook_url:
-        app.send_task(WEBHOOK_TASK, args=[comment_id, runtime.store.event_id(comment_id)])
+def publish_decisions(app: Celery, runtime: Runtime, limit: int = OUTBOX_PAGE) -> int:
+    """Queue a webhook task for each decision event waiting in the outbox (up to limit) and
+    remove those queued; return how many were.
+
+    Each transition records its event in the outbox in the same Lua script (when a webhook is
+    configured), so an event is never lost between the decision and this publish: one that
+    fails here (broker or Redis down) stays for the next drain, after each batch or decision
+    and from beat (OUTBOX_TASK). At least once: a site deduplicates by event id."""
+    if not runtime.settings.webhook_url:
+        return 0
+    published: list[str] = []
+    try:
+        try:
+            for event_id in runtime.store.claim_outbox(limit, OUTBOX_LEASE_SECONDS):
+                comment_id = event_id.partition(".")[0]
+                app.send_task(WEBHOOK_TASK, args=[comment_id, event_id])
+                published.append(event_id)
+        finally:
+            runtime.store.release_outbox(published)
+    except (OperationalError, *TRANSIENT_ERRORS) as exc:
+        # Any queued but not released is queued again after the lease: the delivery's own
+        # "already sent" marker makes the repeat a no-op once the first was delivered.
+        log.warning(
+            "decision events not queued; they stay in the outbox for the next drain",
+            extra={"queued": len(published), "error": type(exc).__name__},
+        )
+    return len(published)
 
 
 def notify_deletion(
