@@ -310,6 +310,8 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    # A closed terminal: stop everything, rather than leave Redis, workers and API behind.
+    signal.signal(signal.SIGHUP, stop)
     budget = RestartBudget()
     try:
         while not stopping:

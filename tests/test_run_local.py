@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -239,3 +240,19 @@ def test_a_second_run_in_the_same_checkout_refuses_before_touching_var(
     first.process.wait(timeout=10)
     message = assert_refused(start_run())
     assert f"pid {pid}, gone" in message, message
+
+
+@pytest.mark.slow
+def test_closing_the_terminal_stops_the_whole_run(
+    checkout: Path, start_run: Callable[..., Run]
+) -> None:
+    """SIGHUP (the terminal `make run` runs in is closed) stops Redis, the workers and the API
+    as Ctrl-C does: nothing is left holding this checkout's var/."""
+    var = checkout / "var"
+    run = start_run()
+    wait_for(lambda: (var / "run.env").exists() or run.process.poll() is not None, timeout=60)
+    assert run.process.poll() is None, run.output()
+    os.kill(run.process.pid, signal.SIGHUP)
+    run.process.wait(timeout=60)
+    with (var / "run.lock").open("a") as lock:  # no process of the run holds it any more
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
