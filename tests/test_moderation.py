@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 
 from tests.conftest import (
     ROOT,
+    DropOneReply,
     Stack,
     WebhookWorkerProcess,
     WorkerProcess,
@@ -330,6 +331,33 @@ def test_a_chunked_body_over_the_size_limit_is_413_and_decides_nothing(
     decided = post_chunked(client, f"{path}/decision", within, form, **tokens["alice"])
     assert decided.status_code == 200 and decided.get_json()["queue"] == "rejected"
     assert json.loads(redis.lrange(f"mod:c:{comment_id}:audit", -1, -1)[0])["note"] == note[:500]
+
+
+def test_a_lost_reply_applies_a_moderators_decision_once_and_undo_restores_the_queue(
+    client: FlaskClient,
+    settings: Settings,
+    tokens: dict[str, dict[str, str]],
+    redis: redis_lib.Redis,
+    drop_one_reply: Callable[[Settings, bytes], tuple[Settings, DropOneReply]],
+) -> None:
+    """redis-py sends the decision's script again when its reply is lost; the second run
+    answers as the first did: one audit entry, and an undo step that goes back to before."""
+    (comment_id,) = submit_scored(client, settings, TEXTS[1:2])
+    before = redis.hget(f"mod:c:{comment_id}", "queue")
+    action = "reject" if before == "approved" else "approve"
+    via_proxy, proxy = drop_one_reply(settings, b"EVALSHA")
+    decided = client_for(via_proxy).post(
+        f"/api/v1/moderation/comments/{comment_id}/decision",
+        json={"action": action},
+        headers=tokens["alice"],
+    )
+    assert decided.status_code == 200 and proxy.dropped == 1
+    assert decided.get_json()["previous_queue"] == before
+    trail = [json.loads(e)["action"] for e in redis.lrange(f"mod:c:{comment_id}:audit", 0, -1)]
+    assert trail == ["score", action]
+    assert client.post("/api/v1/moderation/undo", headers=tokens["alice"]).status_code == 200
+    assert redis.hget(f"mod:c:{comment_id}", "queue") == before
+    assert redis.hget(f"mod:c:{comment_id}", "state") == "scored"
 
 
 def test_undo_reverts_the_moderators_last_action_only(

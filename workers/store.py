@@ -130,6 +130,17 @@ def outbox_key() -> str:
     return f"{PREFIX}outbox"
 
 
+def operation_key(operation_id: str) -> str:
+    """Return the key that keeps an applied transition's reply, for a replay of the same call."""
+    return f"{PREFIX}op:{operation_id}"
+
+
+# How long an applied transition's reply is kept for a replay: redis-py resends a call whose
+# reply was lost within its retries (runtime.COMMAND_RETRY: two, each after at most a 5 s
+# socket timeout and a 0.2 s wait), well inside this.
+OPERATION_REPLY_TTL = 60
+
+
 def new_comment_id() -> str:
     """Return a random, URL-safe comment id."""
     return secrets.token_hex(COMMENT_ID_LENGTH // 2)
@@ -211,14 +222,19 @@ UNDO_FIELDS = (
 
 # KEYS: 1 comment, 2 unscored, 3 post list, 4 labeled set, 5 audit list, 6 audit stream,
 #       then for each queue in QUEUES order: created index, spam, toxic, uncertainty indexes,
-#       then 23 the webhook outbox
+#       then 23 the webhook outbox, 24 this call's operation key (a fresh id per call)
 # ARGV: 1 allowed states ("*" = any; "@field=value": only while that field holds value),
 #       2 new queue, 3 comment id, 4 label it ("1"/"0"),
 #       5 audit entry JSON or "" (the comment's trail), 6 now (us), 7 audit max length,
 #       8 the entry as the global log keeps it (no free text), 9 "1" to record the change's
-#       webhook event in the outbox, 10.. field/value pairs
+#       webhook event in the outbox, 10 how long to keep the reply for a replay (s),
+#       11.. field/value pairs
 # Returns {1, the UNDO_FIELDS as they were..., the event id or ""} when applied.
 _TRANSITION = """
+-- The same call again (redis-py resends it when its reply was lost): answer what the first
+-- run answered and apply nothing twice (a moderator's move has no state guard to stop it).
+local done = redis.call('GET', KEYS[24])
+if done then return cjson.decode(done) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
 local state = redis.call('HGET', KEYS[1], 'state') or ''
 if string.sub(ARGV[1], 1, 1) == '@' then
@@ -239,7 +255,7 @@ for q = 1, 4 do
   for j = 0, 3 do redis.call('ZREM', KEYS[6 + (q - 1) * 4 + 1 + j], id) end
   if queues[q] == ARGV[2] then target = 6 + (q - 1) * 4 + 1 end
 end
-if #ARGV >= 10 then redis.call('HSET', KEYS[1], unpack(ARGV, 10)) end
+if #ARGV >= 11 then redis.call('HSET', KEYS[1], unpack(ARGV, 11)) end
 -- Back to "queued" (an undo of a decision taken before scoring): unscored again, in this same
 -- step, so the sweep sends it to a worker (score 0: due at once).
 if redis.call('HGET', KEYS[1], 'state') == 'queued' then redis.call('ZADD', KEYS[2], 0, id) end
@@ -275,6 +291,7 @@ end
 local out = {1}
 for i = 1, #before do out[i + 1] = before[i] or '' end
 out[#before + 2] = event
+redis.call('SET', KEYS[24], cjson.encode(out), 'EX', ARGV[10])
 return out
 """.replace("%s", ", ".join(f"'{name}'" for name in UNDO_FIELDS))
 
@@ -767,10 +784,12 @@ class CommentStore:
             AUDIT_STREAM_MAX,
             logged,
             "1" if self.outbox else "0",
+            OPERATION_REPLY_TTL,
         ]
         for key, value in values.items():
             argv.extend([key, json.dumps(value) if key in JSON_FIELDS else _field(value)])
-        return [*self._comment_keys(comment), outbox_key()], argv
+        operation = operation_key(secrets.token_hex(12))
+        return [*self._comment_keys(comment), outbox_key(), operation], argv
 
     def _comment_keys(self, comment: Mapping[str, Any]) -> list[str]:
         comment_id = str(comment["id"])
