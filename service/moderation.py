@@ -24,7 +24,7 @@ from workers.moderation import (
 )
 from workers.privacy import mask_email
 from workers.store import QUEUES, is_comment_id
-from workers.tasks import OUTBOX_PAGE, notify_deletion, publish_decisions
+from workers.tasks import OUTBOX_PAGE, publish_outbox
 
 bp = Blueprint("moderation", __name__, url_prefix="/api/v1/moderation")
 
@@ -222,12 +222,10 @@ def _act(
         return 404, {"error": "no comment with that id"}
     if steps is not None and result.undo_step is not None:
         steps.append(result.undo_step)
+    # The decision's or deletion's event, recorded in the outbox with it.
+    publish_outbox(svc.celery, svc.runtime)
     if result.deleted:
-        deleted = result.undo_step["record"] if result.undo_step else {}
-        post_id = str(deleted.get("post_id") or "")
-        notify_deletion(svc.celery, svc.runtime, comment_id, post_id, "deleted", result.changes)
         return 200, {"id": comment_id, "deleted": True, "previous_queue": result.previous_queue}
-    publish_decisions(svc.celery, svc.runtime)
     assert result.comment is not None  # noqa: S101 - found and not deleted
     view = moderator_view(result.comment)
     view["previous_queue"] = result.previous_queue
@@ -312,14 +310,14 @@ def undo() -> Response:
             else:
                 results[comment_id] = {"status": 200, "queue": one.comment.get("queue")}
         # Every event of the bulk now, not only a page of them.
-        publish_decisions(svc.celery, svc.runtime, limit=OUTBOX_PAGE + len(results))
+        publish_outbox(svc.celery, svc.runtime, limit=OUTBOX_PAGE + len(results))
         return _json({"action": "undo", "results": results})
     (result,) = undone.results.values()
     if result.conflict:
         return problem(409, "Conflict", _UNDO_CONFLICT)
     if not result.found or result.comment is None:
         return problem(409, "Conflict", "The comment of the last action no longer exists.")
-    publish_decisions(svc.celery, svc.runtime)
+    publish_outbox(svc.celery, svc.runtime)
     view = moderator_view(result.comment)
     view["previous_queue"] = result.previous_queue
     return _json(view)

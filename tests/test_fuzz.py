@@ -650,7 +650,7 @@ def test_every_documented_answer_shape_is_what_the_app_serves(
     alice = {"Authorization": "Bearer " + create_token(store, "alice", "moderator")}
     api("POST", bulk, 200, body={"action": "approve", "ids": [spam, rejected]})
     api("POST", decision, 200, **on(spam), body={"action": "reject"}, headers=alice)
-    assert store.delete(store.get(rejected)) is not None
+    assert store.delete(store.get(rejected), reason="deleted") is not None
     assert {k: v["status"] for k, v in api("POST", undo, 200).json()["results"].items()} == {
         spam: 409,
         rejected: 404,
@@ -659,7 +659,7 @@ def test_every_documented_answer_shape_is_what_the_app_serves(
     api("POST", decision, 200, **on(held), body={"action": "reject"}, headers=alice)
     api("POST", undo, 409)  # a later decision
     api("POST", decision, 200, **on(approved), body={"action": "reject"})
-    assert store.delete(store.get(approved)) is not None
+    assert store.delete(store.get(approved), reason="deleted") is not None
     api("POST", undo, 409)  # the comment is gone
 
     # Privacy.

@@ -665,7 +665,7 @@ def test_a_connection_lost_after_a_delete_leaves_nothing_of_the_comment_indexed(
 
     monkeypatch.setattr(store.redis, "execute_command", only_scripts)
     with contextlib.suppress(redis_lib.ConnectionError):
-        store.delete(record, audit={"actor": "root", "action": "delete"})
+        store.delete(record, audit={"actor": "root", "action": "delete"}, reason="deleted")
     assert not redis.exists(f"mod:c:{comment_id}")
     assert not redis.exists(repeat) and not redis.exists(duplicate)
 
@@ -704,7 +704,7 @@ def test_undoing_a_delete_puts_the_comment_back_in_the_repeated_text_count(
     assert store.get(send("r1"))["repeats"] == 1
 
     # Brought back once its arrival has left the window, it stays out of the count.
-    assert store.delete(record) is not None
+    assert store.delete(record, reason="deleted") is not None
     two_hours_ago = record["created_us"] - 7200 * 10**6
     old = {**record, "created_us": two_hours_ago}
     back = Transition(old, "pending", None, {"state": "queued"}, None)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
 import math
+import re
 import socket
 import threading
 import time
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+from celery import Celery
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
@@ -29,6 +32,7 @@ from service import create_app
 from tests.conftest import DropOneReply, Stack, WebhookWorkerProcess, wait_for
 from workers import webhooks
 from workers.celery_app import (
+    OUTBOX_TASK,
     PURGE_TASK,
     WEBHOOK_DELETION_TASK,
     WEBHOOK_QUEUE,
@@ -44,6 +48,7 @@ from workers.tasks import (
     WEBHOOK_MAX_RETRIES,
     WEBHOOK_RETRY_FIRST_DELAY,
     WEBHOOK_RETRY_MAX_DELAY,
+    apply_retention,
     score_jobs,
     webhook_retry_delay,
 )
@@ -872,6 +877,146 @@ def test_without_a_webhook_no_event_waits_in_the_outbox(
     runtime = Runtime(settings)
     assert score_and_decide(runtime, comment_id) == "decided"
     assert runtime.store.outbox_size() == 0 and queued_webhooks(broker) == []
+
+
+# -- no deletion without its event ------------------------------------------------------------
+
+# The three ways a comment goes: a moderator's delete and an erasure (through the API), and the
+# retention period ending (the retention task).
+DELETIONS = ("deleted", "erased", "expired")
+
+
+class Killed(BaseException):
+    """The process dies here: nothing after it runs (no error handler catches it)."""
+
+
+def no_broker(settings: Settings) -> Celery:
+    """A Celery app whose broker refuses every connection (nothing listens on its port)."""
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    return create_celery(settings.with_overrides(redis_url=f"redis://127.0.0.1:{port}/1"))
+
+
+def remove(reason: str, hook: Settings, celery: Celery, comment_id: str) -> int:
+    """Remove the comment (EMAIL's, past retention) as ``reason`` says, queuing its event
+    through celery; return the HTTP status (the retention task: 200 once it returned)."""
+    if reason == "expired":
+        assert apply_retention(celery, Runtime(hook))["comments_deleted"] == 1
+        return 200
+    app = create_app(hook, configure_logs=False)
+    app.extensions["moderation"] = dataclasses.replace(app.extensions["moderation"], celery=celery)
+    admin = {"Authorization": "Bearer " + create_token(Runtime(hook).store, "root", "admin")}
+    if reason == "erased":
+        url, body = "/api/v1/privacy/erase", {"email": EMAIL}
+    else:
+        url, body = f"/api/v1/moderation/comments/{comment_id}/decision", {"action": "delete"}
+    return app.test_client().post(url, json=body, headers=admin).status_code
+
+
+def rejected_and_published(hook: Settings, broker: redis_lib.Redis) -> tuple[str, int]:
+    """A rejected comment past a retention of 86 ms whose decision the site already has: its
+    id and the number of its last change."""
+    comment_id = rejected_comment_past_retention(hook)
+    assert create_celery(hook).tasks[OUTBOX_TASK].apply().get() == 1
+    broker.delete(WEBHOOK_QUEUE)
+    return comment_id, int(broker.llen(f"mod:c:{comment_id}:audit"))
+
+
+def assert_site_told(
+    hook: Settings,
+    broker: redis_lib.Redis,
+    site: Receiver,
+    comment_id: str,
+    reason: str,
+    after: int,
+) -> None:
+    """The next drain queues the deletion's event, and the site receives it as it always did."""
+    assert create_celery(hook).tasks[OUTBOX_TASK].apply().get() == 1
+    ((name, args),) = queued_webhooks(broker)
+    (event,) = deliver_queued(hook, broker, site)
+    assert (name, args) == (
+        WEBHOOK_DELETION_TASK,
+        [comment_id, "harbour", reason, event["id"], after],
+    )
+    assert re.fullmatch(rf"{comment_id}\.deleted\.[0-9a-f]{{16}}", event["id"])
+    assert event == {
+        "id": event["id"],
+        "type": "comment.deleted",
+        "comment": {"id": comment_id, "post_id": "harbour"},
+        "reason": reason,
+        "after": after,
+    }
+    assert Runtime(hook).store.outbox_size() == 0
+
+
+@pytest.mark.parametrize("reason", DELETIONS)
+def test_a_deletion_whose_event_the_broker_refuses_is_delivered_by_the_next_drain(
+    receiver: Receiver,
+    settings: Settings,
+    broker: redis_lib.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    reason: str,
+) -> None:
+    """The comment is gone and the request or task succeeds with the broker down; the beat-
+    scheduled drain tells the site once the broker is back (it was lost: the site kept showing
+    a deleted or erased comment)."""
+    from workers import tasks
+
+    monkeypatch.setattr(tasks, "OUTBOX_LEASE_SECONDS", 0.2)
+    hook = hooked(settings, receiver.url("/status/200")).with_overrides(
+        retention_rejected_days=1e-6
+    )
+    comment_id, changes = rejected_and_published(hook, broker)
+    with caplog.at_level(logging.WARNING, logger="workers.tasks"):
+        assert remove(reason, hook, no_broker(hook), comment_id) == 200
+    assert not broker.exists(f"mod:c:{comment_id}")
+    assert any("outbox" in r.getMessage() for r in caplog.records)
+    assert queued_webhooks(broker) == [] and Runtime(hook).store.outbox_size() == 1
+    time.sleep(0.25)  # the failed drain's claim on it ends
+    assert_site_told(hook, broker, receiver, comment_id, reason, changes)
+
+
+@pytest.mark.parametrize("reason", DELETIONS)
+def test_a_process_dying_right_after_a_deletion_loses_none_of_its_event(
+    receiver: Receiver,
+    settings: Settings,
+    broker: redis_lib.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    reason: str,
+) -> None:
+    """The API or worker process dies as it queues the deletion's event: the beat-scheduled
+    drain queues it (once the dead drain's claim on it ended)."""
+    from workers import tasks
+
+    monkeypatch.setattr(tasks, "OUTBOX_LEASE_SECONDS", 0.2)
+    hook = hooked(settings, receiver.url("/status/200")).with_overrides(
+        retention_rejected_days=1e-6
+    )
+    comment_id, changes = rejected_and_published(hook, broker)
+    dying = create_celery(hook)
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise Killed
+
+    monkeypatch.setattr(dying, "send_task", killed)
+    with pytest.raises(Killed):
+        remove(reason, hook, dying, comment_id)
+    assert not broker.exists(f"mod:c:{comment_id}") and queued_webhooks(broker) == []
+    time.sleep(0.25)
+    assert_site_told(hook, broker, receiver, comment_id, reason, changes)
+
+
+@pytest.mark.parametrize("reason", DELETIONS)
+def test_without_a_webhook_no_deletion_event_waits_in_the_outbox(
+    settings: Settings, broker: redis_lib.Redis, reason: str
+) -> None:
+    plain = settings.with_overrides(retention_rejected_days=1e-6)
+    comment_id = rejected_comment_past_retention(plain)
+    assert remove(reason, plain, create_celery(plain), comment_id) == 200
+    assert not broker.exists(f"mod:c:{comment_id}")
+    assert Runtime(plain).store.outbox_size() == 0 and queued_webhooks(broker) == []
 
 
 # -- scoring never waits on a site --------------------------------------------------------------

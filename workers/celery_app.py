@@ -59,7 +59,7 @@ def create_celery(settings: Settings) -> Celery:
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
         beat_schedule={
             "sweep-unscored": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
-            # Decision events a crash or a broker failure left in the outbox (workers/tasks.py).
+            # Webhook events a crash or a broker failure left in the outbox (workers/tasks.py).
             "publish-decision-events": {
                 "task": OUTBOX_TASK,
                 "schedule": settings.sweep_interval_seconds,

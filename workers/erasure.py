@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,9 +10,6 @@ from workers.privacy import PUBLIC_FIELDS, EmailVault, normalise_email
 from workers.store import CommentStore
 
 EXPORT_FIELDS = (*PUBLIC_FIELDS, "status")
-# Told (comment id, post id, number of its last change) of each comment removed, so a site
-# mirroring it can drop it too (and ignore decision events that were already on their way).
-OnDeleted = Callable[[str, str, int], None]
 
 
 def export_by_email(store: CommentStore, vault: EmailVault, email: str) -> list[dict[str, Any]]:
@@ -82,20 +78,19 @@ def erase_by_email(
     vault: EmailVault,
     email: str,
     actor: str,
-    on_deleted: OnDeleted | None = None,
 ) -> ErasureReport:
-    """Remove every comment by that address and every record that could point back to it."""
+    """Remove every comment by that address and every record that could point back to it.
+
+    Each delete records the comment's comment.deleted event (reason "erased") in the outbox
+    when a webhook is configured; the caller drains it."""
     digest, *legacy = vault.lookup_digests(email)
     report = ErasureReport()
     records = _records_by(store, vault, email)
     ids = [str(r["id"]) for r in records]
     for record in records:
-        deletion = store.delete(record)
-        if deletion is not None:
+        if store.delete(record, reason="erased") is not None:
             report.comments_deleted += 1
             report.comment_ids.append(record["id"])
-            if on_deleted is not None:
-                on_deleted(record["id"], str(record.get("post_id") or ""), deletion.changes)
     # Comments a moderator deleted are no longer indexed by author, but an undo entry still
     # holds each whole record: those, and every audit entry about them, go as well (checked
     # like the stored comments, see _records_by).
@@ -126,9 +121,11 @@ def purge_expired(
     *,
     rejected_days: float,
     audit_days: float,
-    on_deleted: OnDeleted | None = None,
 ) -> dict[str, int]:
-    """Delete rejected/spam comments and audit entries older than the retention periods."""
+    """Delete rejected/spam comments and audit entries older than the retention periods.
+
+    Each delete records the comment's comment.deleted event (reason "expired") in the
+    outbox when a webhook is configured; the caller drains it."""
     now = time.time()
     cutoff_us = int((now - rejected_days * 86400) * 1_000_000)
     deleted = 0
@@ -139,10 +136,8 @@ def purge_expired(
             if not records:
                 break
             for record in records:
-                deletion = store.delete(record, audit={"actor": "retention", "action": "expire"})
-                if deletion is not None:
+                audit = {"actor": "retention", "action": "expire"}
+                if store.delete(record, audit=audit, reason="expired") is not None:
                     deleted += 1
-                    if on_deleted is not None:
-                        on_deleted(record["id"], str(record.get("post_id") or ""), deletion.changes)
     trimmed = store.trim_audit(int((now - audit_days * 86400) * 1000))
     return {"comments_deleted": deleted, "audit_entries_trimmed": trimmed}

@@ -41,7 +41,6 @@ class DecisionResult:
     previous_queue: str = ""
     deleted: bool = False
     conflict: bool = False  # undo refused: a later decision changed the comment since
-    changes: int = 0  # a deleted comment's last change number (for its deletion event)
     undo_step: dict[str, Any] | None = field(default=None, repr=False)
 
 
@@ -81,7 +80,8 @@ def apply_decision(
         return DecisionResult(found=False)
     audit = {"actor": moderator, "action": action, "from": record.get("queue"), "note": note}
     if action == "delete":
-        deletion = store.delete(record, audit={**audit, "to": "deleted"})
+        # Its comment.deleted event goes to the outbox in the same step (with a webhook).
+        deletion = store.delete(record, audit={**audit, "to": "deleted"}, reason="deleted")
         if deletion is None:
             return DecisionResult(found=False)
         # The trail as the delete left it (its own entry last), so an undo brings back a trail
@@ -99,7 +99,6 @@ def apply_decision(
             previous_queue=str(record.get("queue")),
             deleted=True,
             undo_step=step,
-            changes=deletion.changes,
         )
     queue = ACTIONS[action]
     decision_id = secrets.token_hex(8)

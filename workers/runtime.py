@@ -74,7 +74,8 @@ class Runtime:
 
     @cached_property
     def store(self) -> CommentStore:
-        # A webhook configured: every decision records its event in the outbox (tasks.py drains it).
+        # A webhook configured: every decision and deletion records its event in the outbox
+        # (tasks.py drains it).
         return CommentStore(self.redis, outbox=bool(self.settings.webhook_url))
 
     @cached_property

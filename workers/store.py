@@ -13,6 +13,7 @@ import re
 import secrets
 import time
 import unicodedata
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -126,8 +127,18 @@ def labeled_key() -> str:
 
 
 def outbox_key() -> str:
-    """Return the key of the decision events written with their transitions, not yet queued."""
+    """Return the key of the webhook events written with their changes, not yet queued."""
     return f"{PREFIX}outbox"
+
+
+# Why a comment disappeared (its comment.deleted event says): a moderator deleted it, its
+# author's data was erased on request, or the retention period of rejected comments ended.
+DELETION_REASONS = ("deleted", "erased", "expired")
+
+
+def deletion_event_id(comment_id: str) -> str:
+    """Return a new event id for a comment's deletion (its audit trail is gone with it)."""
+    return f"{comment_id}.deleted.{uuid.uuid4().hex[:16]}"
 
 
 def operation_key(operation_id: str) -> str:
@@ -311,11 +322,12 @@ end
 return 0
 """
 
-# Deletes a comment and every index entry that names it. KEYS as for _TRANSITION, then
-# 7+16: author index, 24 duplicate fingerprint, 25 repeat index of its text.
+# Deletes a comment and every index entry that names it. KEYS: 1-22 as for _TRANSITION, then
+# 23 author index, 24 duplicate fingerprint, 25 repeat index of its text, 26 the webhook outbox.
 # ARGV: 1 id, 2 audit entry JSON or "" (the trail), 3 audit max length, 4 "1" to delete the
 #       fingerprint, 5 repeat member or "" (text too short to be indexed), 6 the entry as the
-#       global log keeps it
+#       global log keeps it, 7 the deletion's reason to record its webhook event in the outbox
+#       or "" (no webhook), 8 that event's id
 _DELETE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local id = ARGV[1]
@@ -335,6 +347,16 @@ end
 -- delete (not as read before it): an undo of the delete restores both.
 local trail = redis.call('LRANGE', KEYS[5], 0, -1)
 local record = redis.call('HGETALL', KEYS[1])
+-- The deletion's webhook event is recorded in this same step, with everything its delivery
+-- needs (the record is gone after it): the deletion task's arguments, `after` being the
+-- number of the comment's last change. A crash or a failed publish after it cannot lose it.
+-- The comment's decision events still waiting (`{id}.{n}`, n up to `after`) go: their
+-- delivery would find no comment and send nothing.
+if ARGV[7] ~= '' then
+  for n = 1, changes do redis.call('ZREM', KEYS[26], id .. '.' .. n) end
+  local post = redis.call('HGET', KEYS[1], 'post_id') or ''
+  redis.call('ZADD', KEYS[26], 0, cjson.encode({id, post, ARGV[7], ARGV[8], changes}))
+end
 redis.call('DEL', KEYS[1], KEYS[5])
 return {1, changes, trail, record}
 """
@@ -492,6 +514,35 @@ class Deletion:
     trail: list[dict[str, Any]]
     # The record as the delete found it (read in the same atomic step).
     record: dict[str, Any]
+    # The comment.deleted event recorded in the outbox with the delete, if any.
+    event_id: str = ""
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """A webhook event waiting in the outbox, as its delivery task takes it."""
+
+    entry: str  # the outbox member (what release_outbox removes)
+    comment_id: str
+    event_id: str
+    # A deletion's (post id, reason, after): the record is gone, so its event carries them.
+    deletion: tuple[str, str, int] | None = None
+
+
+def outbox_event(entry: str) -> OutboxEvent:
+    """Read an outbox member: a decision's event id ``{id}.{n}``, or a deletion's JSON list
+    [comment id, post id, reason, event id, after] (written by _DELETE).
+
+    Raises ValueError for a member neither script writes."""
+    if not entry.startswith("["):
+        return OutboxEvent(entry=entry, comment_id=entry.partition(".")[0], event_id=entry)
+    comment_id, post_id, reason, event_id, after = json.loads(entry)
+    return OutboxEvent(
+        entry=entry,
+        comment_id=str(comment_id),
+        event_id=str(event_id),
+        deletion=(str(post_id), str(reason), int(after)),
+    )
 
 
 @dataclass(frozen=True)
@@ -524,7 +575,8 @@ class CommentStore:
     """All reads and writes of comments in Redis.
 
     With ``outbox`` (a webhook is configured) every applied transition records its decision
-    event in the outbox, in the same script: see claim_outbox."""
+    event in the outbox, and every delete its deletion event, in the same script: see
+    claim_outbox."""
 
     def __init__(self, client: redis.Redis[bytes], *, outbox: bool = False) -> None:
         self.redis = client
@@ -807,13 +859,21 @@ class CommentStore:
         return keys
 
     def delete(
-        self, comment: Mapping[str, Any], audit: Mapping[str, Any] | None = None
+        self,
+        comment: Mapping[str, Any],
+        audit: Mapping[str, Any] | None = None,
+        *,
+        reason: str,
     ) -> Deletion | None:
         """Delete a comment, its audit list, every index entry, its duplicate fingerprint and
         its repeated-text entry, in one atomic step.
 
         The audit entry goes to the global log and ends the trail returned (kept for an undo
-        of the delete). None if the comment was already gone."""
+        of the delete). With the outbox on, the deletion's comment.deleted event (``reason``:
+        one of DELETION_REASONS) is recorded in the same step. None if the comment was
+        already gone."""
+        if reason not in DELETION_REASONS:
+            raise ValueError(f"unknown deletion reason {reason!r}")
         fingerprinted = bool(comment.get("email_digest"))
         text_digest = self.text_digest(comment)
         keys = [
@@ -821,15 +881,20 @@ class CommentStore:
             author_key(str(comment.get("email_digest", ""))),
             duplicate_key(self.fingerprint(comment)) if fingerprinted else unscored_key(),
             repeat_key(text_digest) if text_digest else unscored_key(),  # unused when short
+            outbox_key(),
         ]
-        trail, logged = _audit_texts(str(comment["id"]), audit, iso_now())
+        comment_id = str(comment["id"])
+        trail, logged = _audit_texts(comment_id, audit, iso_now())
+        event_id = deletion_event_id(comment_id) if self.outbox else ""
         args = [
-            str(comment["id"]),
+            comment_id,
             trail,
             AUDIT_STREAM_MAX,
             "1" if fingerprinted else "0",
             self.repeat_member(comment) if text_digest else "",
             logged,
+            reason if self.outbox else "",
+            event_id,
         ]
         reply = self._delete(keys=keys, args=args)
         if not reply:
@@ -839,6 +904,7 @@ class CommentStore:
             changes=int(reply[1]),
             trail=[json.loads(e) for e in reply[2]],
             record=decode_record(dict(zip(pairs[::2], pairs[1::2], strict=True))),
+            event_id=event_id,
         )
 
     def restore(
@@ -961,7 +1027,8 @@ class CommentStore:
         self.redis.set(webhook_dedupe_key(comment_id, event_id), "1", ex=WEBHOOK_DEDUPE_TTL)
 
     def claim_outbox(self, limit: int, lease_seconds: float) -> list[str]:
-        """Claim up to limit decision events waiting in the outbox; return their ids.
+        """Claim up to limit webhook events waiting in the outbox; return their entries (a
+        decision's is its event id; outbox_event reads either kind).
 
         A claimed event is due again after lease_seconds unless release_outbox removes it
         first: a drain that crashes or cannot publish loses nothing, and one that is merely
@@ -972,13 +1039,13 @@ class CommentStore:
         )
         return [_s(event) for event in due]
 
-    def release_outbox(self, event_ids: Sequence[str]) -> None:
-        """Remove published decision events from the outbox."""
-        if event_ids:
-            self.redis.zrem(outbox_key(), *event_ids)
+    def release_outbox(self, entries: Sequence[str]) -> None:
+        """Remove published events (their outbox entries) from the outbox."""
+        if entries:
+            self.redis.zrem(outbox_key(), *entries)
 
     def outbox_size(self) -> int:
-        """Return how many decision events wait in the outbox (claimed or not)."""
+        """Return how many webhook events wait in the outbox (claimed or not)."""
         return int(self.redis.zcard(outbox_key()))
 
     def unlabel(self, comment_id: str) -> None:

@@ -24,21 +24,19 @@ from workers.celery_app import (
     WEBHOOK_DELETION_TASK,
     WEBHOOK_TASK,
 )
-from workers.erasure import OnDeleted
 from workers.erasure import purge_expired as purge
 from workers.logs import request_id_bound
 from workers.metrics import SCORING_FAILURES, WEBHOOK_DELIVERIES
 from workers.pipeline import hold_after_failure, score_and_decide, score_and_decide_many
 from workers.runtime import Runtime
 from workers.settings import Settings
+from workers.store import outbox_event
 from workers.webhooks import (
     DEADLINE_SECONDS,
     DECIDED,
     DELETED,
-    DELETION_REASONS,
     WebhookError,
     WebhookRedirect,
-    deletion_event_id,
     deliver,
     deliver_deletion,
 )
@@ -75,9 +73,10 @@ WEBHOOK_RETRY_SPREAD = 0.25
 # deadline (workers/webhooks.py) is what ends it.
 WEBHOOK_SOFT_TIME_LIMIT = DEADLINE_SECONDS + 5
 WEBHOOK_TIME_LIMIT = DEADLINE_SECONDS + 20
-# Decision events are written to the outbox with their transition and queued from there: a
-# drain claims up to OUTBOX_PAGE of them for OUTBOX_LEASE_SECONDS (far longer than publishing a
-# page takes); one it could not publish is claimed again by a later drain once the lease ends.
+# Webhook events are written to the outbox with their change (a transition, a delete) and
+# queued from there: a drain claims up to OUTBOX_PAGE of them for OUTBOX_LEASE_SECONDS (far
+# longer than publishing a page takes); one it could not publish is claimed again by a later
+# drain once the lease ends.
 OUTBOX_PAGE = 256
 OUTBOX_LEASE_SECONDS = 60.0
 
@@ -167,14 +166,12 @@ def register_tasks(app: Celery) -> None:
             ),
         )
 
+    # The task's name is older than deletion events in the outbox: kept, so a message queued
+    # under it before an upgrade still runs.
     @app.task(name=OUTBOX_TASK, shared=False, acks_late=True)
     def publish_decision_events() -> int:
-        """Queue every decision event left in the outbox (beat-scheduled); return how many."""
-        runtime = runtime_for(app)
-        total = 0
-        while (published := publish_decisions(app, runtime)) == OUTBOX_PAGE:
-            total += published
-        return total + published
+        """Queue every webhook event left in the outbox (beat-scheduled); return how many."""
+        return drain_outbox(app, runtime_for(app))
 
     @app.task(
         name=PURGE_TASK,
@@ -271,7 +268,7 @@ def _score_jobs(app: Celery, runtime: Runtime, jobs: list[tuple[str, str]]) -> d
                 outcomes[comment_id] = score_one(app, runtime, comment_id, request_id)
     # Also after a re-run that found its comments decided (a batch retried after a Redis error,
     # a redelivery after a crash): their events wait in the outbox since their transitions.
-    publish_decisions(app, runtime)
+    publish_outbox(app, runtime)
     return outcomes
 
 
@@ -301,67 +298,72 @@ def score_one(app: Celery, runtime: Runtime, comment_id: str, request_id: str) -
         return hold_after_failure(runtime, comment_id, "scoring_failed")
 
 
-def publish_decisions(app: Celery, runtime: Runtime, limit: int = OUTBOX_PAGE) -> int:
-    """Queue a webhook task for each decision event waiting in the outbox (up to limit) and
-    remove those queued; return how many were.
+def publish_outbox(app: Celery, runtime: Runtime, limit: int = OUTBOX_PAGE) -> int:
+    """Queue a webhook task for each event waiting in the outbox (up to limit) and remove
+    those queued; return how many were.
 
-    Each transition records its event in the outbox in the same Lua script (when a webhook is
-    configured), so an event is never lost between the decision and this publish: one that
-    fails here (broker or Redis down) stays for the next drain, after each batch or decision
-    and from beat (OUTBOX_TASK). At least once: a site deduplicates by event id."""
+    Each transition records its comment.decided event, and each delete its comment.deleted
+    event, in the outbox in the same Lua script (when a webhook is configured), so an event is
+    never lost between the change and this publish: one that fails here (broker or Redis
+    down, a crash) stays for the next drain, after each batch, decision or deletion and from
+    beat (OUTBOX_TASK). At least once: a site deduplicates by event id."""
     if not runtime.settings.webhook_url:
         return 0
     published: list[str] = []
     try:
         try:
-            for event_id in runtime.store.claim_outbox(limit, OUTBOX_LEASE_SECONDS):
-                comment_id = event_id.partition(".")[0]
-                app.send_task(WEBHOOK_TASK, args=[comment_id, event_id])
-                published.append(event_id)
+            for entry in runtime.store.claim_outbox(limit, OUTBOX_LEASE_SECONDS):
+                _publish_event(app, entry)
+                published.append(entry)
         finally:
             runtime.store.release_outbox(published)
     except (OperationalError, *TRANSIENT_ERRORS) as exc:
         # Any queued but not released is queued again after the lease: the delivery's own
         # "already sent" marker makes the repeat a no-op once the first was delivered.
         log.warning(
-            "decision events not queued; they stay in the outbox for the next drain",
+            "webhook events not queued; they stay in the outbox for the next drain",
             extra={"queued": len(published), "error": type(exc).__name__},
         )
     return len(published)
 
 
-def notify_deletion(
-    app: Celery, runtime: Runtime, comment_id: str, post_id: str, reason: str, after: int
-) -> None:
-    """Queue a comment.deleted event (ids, reason, and ``after``: the number of the comment's
-    last change, so a site ignores decision events up to it), when a webhook is configured."""
-    if reason not in DELETION_REASONS:
-        raise ValueError(f"unknown deletion reason {reason!r}")
-    if runtime.settings.webhook_url:
-        app.send_task(
-            WEBHOOK_DELETION_TASK,
-            args=[comment_id, post_id, reason, deletion_event_id(comment_id), after],
-        )
+def _publish_event(app: Celery, entry: str) -> None:
+    """Queue the delivery task of one outbox entry (an unreadable one is only logged)."""
+    try:
+        event = outbox_event(entry)
+    except (ValueError, TypeError):
+        # Neither script writes such an entry: it is released with the queued ones rather
+        # than fail every drain (and the scoring batch running it) on it.
+        log.error("unreadable outbox entry dropped", extra={"entry": entry[:100]})
+        return
+    if event.deletion is None:
+        app.send_task(WEBHOOK_TASK, args=[event.comment_id, event.event_id])
+        return
+    post_id, reason, after = event.deletion
+    app.send_task(
+        WEBHOOK_DELETION_TASK, args=[event.comment_id, post_id, reason, event.event_id, after]
+    )
 
 
-def deletion_notifier(app: Celery, runtime: Runtime, reason: str) -> OnDeleted:
-    """Return the erasure/retention callback that queues each removed comment's event."""
-
-    def notify(comment_id: str, post_id: str, changes: int) -> None:
-        notify_deletion(app, runtime, comment_id, post_id, reason, changes)
-
-    return notify
+def drain_outbox(app: Celery, runtime: Runtime) -> int:
+    """Queue every webhook event waiting in the outbox, a page at a time; return how many."""
+    total = 0
+    while (published := publish_outbox(app, runtime)) == OUTBOX_PAGE:
+        total += published
+    return total + published
 
 
 def apply_retention(app: Celery, runtime: Runtime) -> dict[str, int]:
     """Delete rejected comments and audit entries past their retention periods, telling a
     site that mirrors comments of each one removed (the hourly task and the admin CLI)."""
-    return purge(
+    purged = purge(
         runtime.store,
         rejected_days=runtime.settings.retention_rejected_days,
         audit_days=runtime.settings.retention_audit_days,
-        on_deleted=deletion_notifier(app, runtime, "expired"),
     )
+    # Each delete recorded its comment.deleted event in the outbox.
+    drain_outbox(app, runtime)
+    return purged
 
 
 def sweep(app: Celery, runtime: Runtime) -> int:

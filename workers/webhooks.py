@@ -10,7 +10,6 @@ import json
 import socket
 import threading
 import time
-import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,9 +24,6 @@ DEADLINE_SECONDS = 10.0
 MAX_RESPONSE_BYTES = 4096
 DECIDED = "comment.decided"
 DELETED = "comment.deleted"
-# Why a comment disappeared: a moderator deleted it, its author's data was erased on request,
-# or the retention period of rejected comments ended.
-DELETION_REASONS = ("deleted", "erased", "expired")
 
 
 class WebhookError(Exception):
@@ -85,11 +81,6 @@ def deletion_payload(
         "reason": reason,
         "after": after,
     }
-
-
-def deletion_event_id(comment_id: str) -> str:
-    """Return a new event id for a comment's deletion (its audit trail is gone with it)."""
-    return f"{comment_id}.deleted.{uuid.uuid4().hex[:16]}"
 
 
 def deliver(
