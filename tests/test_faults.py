@@ -290,6 +290,51 @@ def test_a_damaged_record_is_still_held_for_a_moderator_and_spoils_no_other_comm
     assert [e["action"] for e in stack.audit(damaged)] == ["hold"]
 
 
+def test_a_record_that_lost_its_arrival_time_is_still_decided_into_a_queue(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """The transition script indexed a comment by its stored arrival time after its first
+    writes: without one, it failed half-way (Redis keeps a script's earlier writes), leaving
+    the comment scored but in no queue, unscored no more, and invisible to everyone."""
+    from workers.runtime import Runtime
+    from workers.tasks import score_jobs
+
+    stack = stack_factory()
+    runtime = Runtime(stack.settings)
+    (comment_id,) = post_many(stack.client(), 1)
+    stack.redis.hdel(f"mod:c:{comment_id}", "created_us")
+    outcomes = score_jobs(create_celery(runtime.settings), runtime, [(comment_id, "")])
+    assert outcomes == {comment_id: "decided"}
+    queue = stack.record(comment_id)["queue"]
+    assert stack.redis.zscore(f"mod:q:{queue}", comment_id) is not None
+    for index in ("spam", "toxic", "uncertainty"):
+        assert stack.redis.zscore(f"mod:q:{queue}:by:{index}", comment_id) is not None
+
+
+def test_a_damaged_record_held_as_it_is_gets_its_webhook_event(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """Decision events go out through the outbox only: the last-resort hold records its event
+    too, or the site would never learn the comment was held."""
+    from workers.runtime import Runtime
+    from workers.tasks import POISON_ATTEMPTS, score_jobs
+
+    stack = stack_factory()
+    hooked = stack.settings.with_overrides(
+        webhook_url="http://127.0.0.1:9/hook", webhook_secret="s"
+    )
+    runtime = Runtime(hooked)
+    app = create_celery(hooked)
+    (damaged,) = post_many(stack.client(), 1)
+    stack.redis.hdel(f"mod:c:{damaged}", "post_id")
+    for _ in range(POISON_ATTEMPTS):
+        score_jobs(app, runtime, [(damaged, "")])
+    assert stack.record(damaged)["queue"] == "pending"
+    events = [e for e in stack.redis.zrange("mod:outbox", 0, -1) if e.startswith(damaged)]
+    queued = "".join(str(m) for m in stack.redis.lrange("webhooks", 0, -1))
+    assert f"{damaged}.1" in events or f"{damaged}.1" in queued
+
+
 def test_a_trusted_authors_comments_in_one_batch_are_decided_as_if_one_at_a_time(
     stack_factory: Callable[..., Stack],
 ) -> None:

@@ -49,8 +49,6 @@ from workers.settings import ConfigError, Settings
         ("MODERATION_WEBHOOK_URL", "https://example.com:99999/h"),
         ("MODERATION_WEBHOOK_URL", "ftp://example.com/h"),
         ("MODERATION_WORKER_METRICS_PORT", "70000"),  # bind() would fail in the worker
-        # Shorter than the longest webhook retry wait: each retry delivered again and again.
-        ("MODERATION_VISIBILITY_TIMEOUT_SECONDS", "5"),
         ("MODERATION_MODEL_DIR", ""),  # the registry would land in the working directory
         # Misspelt names: the default would stay in force without a word.
         ("MODERATION_REQUIRE_FORM_TOKENS", "true"),
@@ -176,6 +174,22 @@ def test_thresholds_and_urls_that_make_sense_are_accepted() -> None:
     ).check()
     assert settings.redis_url == "rediss://:secret@redis.internal:6380/2"
     assert settings.spam_reject_threshold == settings.spam_hold_threshold == 0.2
+
+
+def test_a_visibility_timeout_shorter_than_the_webhook_retry_wait_is_refused_with_a_webhook() -> (
+    None
+):
+    """Each webhook retry would be delivered again and again; without a webhook no message is
+    due that far ahead, so a deployment that set a short timeout keeps starting."""
+    short = {"MODERATION_VISIBILITY_TIMEOUT_SECONDS": "600"}
+    assert Settings.from_mapping(short).check().visibility_timeout_seconds == 600
+    hooked = {
+        **short,
+        "MODERATION_WEBHOOK_URL": "https://s.example/h",
+        "MODERATION_WEBHOOK_SECRET": "s",
+    }
+    with pytest.raises(ConfigError, match="MODERATION_VISIBILITY_TIMEOUT_SECONDS"):
+        Settings.from_mapping(hooked).check()
 
 
 def test_the_visibility_timeout_floor_covers_the_longest_webhook_retry_wait() -> None:

@@ -157,6 +157,12 @@ class Settings:
         """
         if self.webhook_url and not self.webhook_secret:
             raise ConfigError("MODERATION_WEBHOOK_SECRET is required when a webhook URL is set")
+        if self.webhook_url and self.visibility_timeout_seconds < MIN_VISIBILITY_TIMEOUT_SECONDS:
+            raise ConfigError(
+                f"MODERATION_VISIBILITY_TIMEOUT_SECONDS: must be at least "
+                f"{MIN_VISIBILITY_TIMEOUT_SECONDS} with a webhook (its retries wait up to 37.5 "
+                "min, and a message due after the timeout is delivered again and again)"
+            )
         if self.spam_reject_threshold == 0:
             raise ConfigError(
                 "MODERATION_SPAM_REJECT_THRESHOLD: must be above 0 (0 rejects every comment as "
@@ -219,11 +225,10 @@ _AT_MOST = {
 }
 _AT_MOST["worker_metrics_port"] = 65535
 # kombu's ETA messages (the webhook retries) come back after the visibility timeout however
-# far in the future they are due: it must exceed the longest retry wait, 30 minutes plus a
-# quarter of spread (workers/tasks.py; a test keeps the two in step), or each retry is
-# delivered again and again.
+# far in the future they are due: with a webhook it must exceed the longest retry wait, 30
+# minutes plus a quarter of spread (workers/tasks.py; a test keeps the two in step), or each
+# retry is delivered again and again. Scoring retries are due within seconds.
 MIN_VISIBILITY_TIMEOUT_SECONDS = 2700
-_AT_LEAST = {"visibility_timeout_seconds": MIN_VISIBILITY_TIMEOUT_SECONDS}
 _RATE_LIMITS = {"rate_limit_ip", "rate_limit_author"}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LOG_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}  # Python's own spellings
@@ -358,10 +363,6 @@ def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
             raise ValueError("must be greater than 0")
         if name in _AT_MOST and number > _AT_MOST[name]:
             raise ValueError(f"must be at most {_AT_MOST[name]}")
-        if name in _AT_LEAST and number < _AT_LEAST[name]:
-            raise ValueError(
-                f"must be at least {_AT_LEAST[name]} (webhook retries wait up to 37.5 min)"
-            )
         if number < 0:
             raise ValueError("must not be negative")
         return number

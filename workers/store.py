@@ -258,6 +258,9 @@ elseif ARGV[1] ~= '*' then
   if not ok then return {-1, state} end
 end
 local id = ARGV[3]
+-- Read before any write: Redis keeps a script's earlier writes when a later command fails, so
+-- a record that lost its arrival time must not fail half-way (it would leave every queue).
+local created = tonumber(redis.call('HGET', KEYS[1], 'created_us') or '') or tonumber(ARGV[6])
 local before = redis.call('HMGET', KEYS[1], %s)
 redis.call('ZREM', KEYS[2], id)
 local queues = {'pending', 'approved', 'rejected', 'spam'}
@@ -272,17 +275,17 @@ if #ARGV >= 11 then redis.call('HSET', KEYS[1], unpack(ARGV, 11)) end
 if redis.call('HGET', KEYS[1], 'state') == 'queued' then redis.call('ZADD', KEYS[2], 0, id) end
 redis.call('HSET', KEYS[1], 'queue', ARGV[2])
 local f = redis.call('HMGET', KEYS[1], 'created_us', 'spam', 'toxic', 'uncertainty')
-redis.call('ZADD', KEYS[target], f[1], id)
+redis.call('ZADD', KEYS[target], string.format('%d', created), id)
 -- A comment without scores (scoring failed; decided before scoring) is in every sort too:
 -- after all scored ones by spam or toxic (-1), before them by uncertainty (2: unknown).
 local unscored = {-1, -1, 2}
 for j = 2, 4 do
   local v = f[j]
-  if not v or v == '' then v = unscored[j - 1] end
+  if not tonumber(v) then v = unscored[j - 1] end  -- none yet, or a mangled value
   redis.call('ZADD', KEYS[target + j - 1], v, id)
 end
 if ARGV[2] == 'approved' then
-  redis.call('ZADD', KEYS[3], f[1], id)
+  redis.call('ZADD', KEYS[3], string.format('%d', created), id)
 else
   redis.call('ZREM', KEYS[3], id)
 end
@@ -446,8 +449,9 @@ return due
 # Holds a queued comment for a moderator using only what a damaged record still has (the last
 # resort when the ordinary hold failed on it, e.g. a field lost): pending queue and indexes,
 # state and reason, unscored no more. KEYS: 1 comment, 2 unscored, 3-6 pending's created,
-# spam, toxic and uncertainty indexes, 7 audit list, 8 audit stream. ARGV: 1 id, 2 now (us),
-# 3 decision label, 4 reasons JSON, 5 scored_at, 6 trail entry, 7 log entry, 8 log max length
+# spam, toxic and uncertainty indexes, 7 audit list, 8 audit stream, 9 the webhook outbox.
+# ARGV: 1 id, 2 now (us), 3 decision label, 4 reasons JSON, 5 scored_at, 6 trail entry,
+# 7 log entry, 8 log max length, 9 "1" to record the hold's webhook event (as _TRANSITION)
 _HOLD_DAMAGED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return -1 end
@@ -462,6 +466,9 @@ redis.call('ZADD', KEYS[5], -1, ARGV[1])
 redis.call('ZADD', KEYS[6], 2, ARGV[1])
 redis.call('RPUSH', KEYS[7], ARGV[6])
 redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[8], '*', 'entry', ARGV[7])
+if ARGV[9] == '1' then
+  redis.call('ZADD', KEYS[9], 0, ARGV[1] .. '.' .. redis.call('LLEN', KEYS[7]))
+end
 return 1
 """
 
@@ -983,6 +990,7 @@ class CommentStore:
             *pending,
             audit_key(comment_id),
             audit_stream_key(),
+            outbox_key(),
         ]
         now = now_us()
         trail, logged = _audit_texts(comment_id, audit, _iso(now))
@@ -995,6 +1003,7 @@ class CommentStore:
             trail,
             logged,
             AUDIT_STREAM_MAX,
+            "1" if self.outbox else "0",
         ]
         return int(self._hold_damaged(keys=keys, args=args)) == 1
 
