@@ -360,6 +360,55 @@ def test_a_lost_reply_applies_a_moderators_decision_once_and_undo_restores_the_q
     assert redis.hget(f"mod:c:{comment_id}", "state") == "scored"
 
 
+def test_a_lost_reply_to_a_delete_still_answers_deleted_and_keeps_its_undo(
+    client: FlaskClient,
+    settings: Settings,
+    tokens: dict[str, dict[str, str]],
+    redis: redis_lib.Redis,
+    drop_one_reply: Callable[[Settings, bytes], tuple[Settings, DropOneReply]],
+) -> None:
+    """redis-py sends the delete's script again when its reply is lost; the second run found
+    the comment gone: the moderator was told 404, no undo entry was kept, and the next undo
+    brought back an earlier deletion instead. It now answers as the first run did."""
+    earlier, comment_id = submit_scored(client, settings, TEXTS[1:3])
+    root = tokens["root"]
+    decide = "/api/v1/moderation/comments/{}/decision"
+    # An earlier delete through the plain client: the script is loaded, so the proxy's one
+    # lost reply is the delete's own.
+    first = client.post(decide.format(earlier), json={"action": "delete"}, headers=root)
+    assert first.status_code == 200
+    via_proxy, proxy = drop_one_reply(settings, b"EVALSHA")
+    deleted = client_for(via_proxy).post(
+        decide.format(comment_id), json={"action": "delete"}, headers=root
+    )
+    assert deleted.status_code == 200 and proxy.dropped == 1, deleted.get_data(as_text=True)
+    assert not redis.exists(f"mod:c:{comment_id}")
+    assert client.post("/api/v1/moderation/undo", headers=root).status_code == 200
+    assert redis.exists(f"mod:c:{comment_id}") and not redis.exists(f"mod:c:{earlier}")
+    trail = [json.loads(e)["action"] for e in redis.lrange(f"mod:c:{comment_id}:audit", 0, -1)]
+    assert trail == ["score", "delete", "undo"]
+
+
+def test_a_lost_reply_to_the_undo_of_a_delete_restores_the_trail_once(
+    client: FlaskClient,
+    settings: Settings,
+    tokens: dict[str, dict[str, str]],
+    redis: redis_lib.Redis,
+    drop_one_reply: Callable[[Settings, bytes], tuple[Settings, DropOneReply]],
+) -> None:
+    """The undo of a delete is one MULTI, which redis-py sends again when its reply is lost:
+    the trail was pushed twice (score, delete, undo, score, delete)."""
+    (comment_id,) = submit_scored(client, settings, TEXTS[1:2])
+    root = tokens["root"]
+    decide = f"/api/v1/moderation/comments/{comment_id}/decision"
+    assert client.post(decide, json={"action": "delete"}, headers=root).status_code == 200
+    via_proxy, proxy = drop_one_reply(settings, b"EXEC")
+    undone = client_for(via_proxy).post("/api/v1/moderation/undo", headers=root)
+    assert undone.status_code == 200 and proxy.dropped == 1, undone.get_data(as_text=True)
+    trail = [json.loads(e)["action"] for e in redis.lrange(f"mod:c:{comment_id}:audit", 0, -1)]
+    assert trail == ["score", "delete", "undo"]
+
+
 def test_undo_reverts_the_moderators_last_action_only(
     client: FlaskClient,
     settings: Settings,

@@ -108,6 +108,8 @@ def erase_by_email(
         {"actor": actor, "action": "erase", "comments_deleted": report.comments_deleted}
     )
     report.undo_entries_removed = store.drop_undo_entries(gone)
+    # A delete's reply, kept a minute for a replay after a lost reply, holds the record too.
+    store.drop_delete_replies(gone)
     # Anything else keyed by the author's digest: the author index, rate-limit counters.
     # (Not the legacy digest's keys: they may belong to another mailbox, see _records_by.)
     report.other_keys_removed = store.delete_keys_mentioning(digest)

@@ -326,12 +326,17 @@ return 0
 """
 
 # Deletes a comment and every index entry that names it. KEYS: 1-22 as for _TRANSITION, then
-# 23 author index, 24 duplicate fingerprint, 25 repeat index of its text, 26 the webhook outbox.
+# 23 author index, 24 duplicate fingerprint, 25 repeat index of its text, 26 the webhook outbox,
+# 27 this call's operation key (a replay returns the first run's reply, as for _TRANSITION).
 # ARGV: 1 id, 2 audit entry JSON or "" (the trail), 3 audit max length, 4 "1" to delete the
 #       fingerprint, 5 repeat member or "" (text too short to be indexed), 6 the entry as the
 #       global log keeps it, 7 the deletion's reason to record its webhook event in the outbox
-#       or "" (no webhook), 8 that event's id
+#       or "" (no webhook), 8 that event's id, 9 how long to keep the reply for a replay (s)
 _DELETE = """
+-- The same call again (its reply was lost): the first run's answer, so the moderator is told
+-- it was deleted (not "not found") and the undo entry keeps the record and trail.
+local done = redis.call('GET', KEYS[27])
+if done then return cjson.decode(done) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local id = ARGV[1]
 redis.call('ZREM', KEYS[2], id)
@@ -361,7 +366,9 @@ if ARGV[7] ~= '' then
   redis.call('ZADD', KEYS[26], 0, cjson.encode({id, post, ARGV[7], ARGV[8], changes}))
 end
 redis.call('DEL', KEYS[1], KEYS[5])
-return {1, changes, trail, record}
+local out = {1, changes, trail, record}
+redis.call('SET', KEYS[27], cjson.encode(out), 'EX', ARGV[9])
+return out
 """
 
 # KEYS: 1 duplicate fingerprint, 2 comment, 3 unscored, 4 author index, 5 broker list (or ""),
@@ -469,6 +476,20 @@ redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[8], '*', 'entry', ARGV[7])
 if ARGV[9] == '1' then
   redis.call('ZADD', KEYS[9], 0, ARGV[1] .. '.' .. redis.call('LLEN', KEYS[7]))
 end
+return 1
+"""
+
+# Stores a deleted comment again (undo of a delete): its record, author-index entry and trail,
+# unless it exists already. That makes the restore's MULTI safe to resend after a lost reply
+# (the transition in it answers a replay from its operation key): the trail is not pushed
+# twice. KEYS: 1 comment, 2 author index, 3 audit list. ARGV: 1 id, 2 arrival (us), 3 "1" to
+# index the author, 4 n, 5..4+n the trail entries, then field/value pairs.
+_RESTORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local n = tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], unpack(ARGV, 5 + n))
+if ARGV[3] == '1' then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]) end
+for i = 5, 4 + n do redis.call('RPUSH', KEYS[3], ARGV[i]) end
 return 1
 """
 
@@ -595,6 +616,7 @@ class CommentStore:
         self._restore_repeat = client.register_script(_RESTORE_REPEAT)
         self._forget_unscored = client.register_script(_FORGET_UNSCORED)
         self._hold_damaged = client.register_script(_HOLD_DAMAGED)
+        self._restore = client.register_script(_RESTORE)
         self._claim_outbox = client.register_script(_CLAIM_OUTBOX)
         self._touch_unscored = client.register_script(_TOUCH_UNSCORED)
 
@@ -889,6 +911,8 @@ class CommentStore:
             duplicate_key(self.fingerprint(comment)) if fingerprinted else unscored_key(),
             repeat_key(text_digest) if text_digest else unscored_key(),  # unused when short
             outbox_key(),
+            # Named after the comment: its reply holds the record, which an erasure must find.
+            operation_key(f"{comment['id']}:{secrets.token_hex(12)}"),
         ]
         comment_id = str(comment["id"])
         trail, logged = _audit_texts(comment_id, audit, iso_now())
@@ -902,6 +926,7 @@ class CommentStore:
             logged,
             reason if self.outbox else "",
             event_id,
+            OPERATION_REPLY_TTL,
         ]
         reply = self._delete(keys=keys, args=args)
         if not reply:
@@ -928,15 +953,24 @@ class CommentStore:
 
         With a repeat_window its repeated-text entry comes back too, if it arrived within that
         many seconds (the delete removed it)."""
-        raw: dict[str | bytes, bytes | float | int | str] = {
-            k: json.dumps(v) if k in JSON_FIELDS else _field(v) for k, v in record.items()
-        }
+        comment_id = str(record["id"])
+        digest = str(record.get("email_digest") or "")
+        fields: list[Any] = []
+        for k, v in record.items():
+            fields.extend([k, json.dumps(v) if k in JSON_FIELDS else _field(v)])
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(comment_key(str(record["id"])), mapping=raw)
-        if record.get("email_digest"):
-            pipe.zadd(author_key(str(record["email_digest"])), {record["id"]: record["created_us"]})
-        for entry in audit_entries:
-            pipe.rpush(audit_key(str(record["id"])), json.dumps(entry))
+        self._restore(
+            keys=[comment_key(comment_id), author_key(digest), audit_key(comment_id)],
+            args=[
+                comment_id,
+                record.get("created_us", 0),
+                "1" if digest else "0",
+                len(audit_entries),
+                *(json.dumps(entry) for entry in audit_entries),
+                *fields,
+            ],
+            client=pipe,
+        )
         text_digest = self.text_digest(record) if repeat_window > 0 else ""
         if text_digest:
             self._restore_repeat(
@@ -1021,6 +1055,15 @@ class CommentStore:
         """Return ids of comments a moderator decided, oldest decision first."""
         low = since_us if since_us is not None else "-inf"
         return [_s(i) for i in self.redis.zrangebyscore(labeled_key(), low, "+inf")]
+
+    def drop_delete_replies(self, comment_ids: set[str]) -> int:
+        """Delete the kept replies of recent deletes of these comments (erasure): each holds
+        the deleted record for OPERATION_REPLY_TTL seconds, for a replay."""
+        removed = 0
+        for key in self.redis.scan_iter(match=operation_key("*:*"), count=1000):
+            if _s(key).split(":")[2] in comment_ids:
+                removed += int(self.redis.delete(key))
+        return removed
 
     def delete_keys_mentioning(self, fragment: str) -> int:
         """Delete every key whose name contains fragment (erasure of digest-keyed data)."""
