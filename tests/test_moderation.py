@@ -53,6 +53,11 @@ def tokens(settings: Settings, redis: redis_lib.Redis) -> dict[str, dict[str, st
     }
 
 
+def trail_actions(redis: redis_lib.Redis, comment_id: str) -> list[str]:
+    """Return the actions of a comment's audit trail, oldest first."""
+    return [json.loads(e)["action"] for e in redis.lrange(f"mod:c:{comment_id}:audit", 0, -1)]
+
+
 def submit_scored(client: FlaskClient, settings: Settings, texts: list[str]) -> list[str]:
     """Post comments and score them in-process (real model, real Redis).
 
@@ -353,8 +358,7 @@ def test_a_lost_reply_applies_a_moderators_decision_once_and_undo_restores_the_q
     )
     assert decided.status_code == 200 and proxy.dropped == 1
     assert decided.get_json()["previous_queue"] == before
-    trail = [json.loads(e)["action"] for e in redis.lrange(f"mod:c:{comment_id}:audit", 0, -1)]
-    assert trail == ["score", action]
+    assert trail_actions(redis, comment_id) == ["score", action]
     assert client.post("/api/v1/moderation/undo", headers=tokens["alice"]).status_code == 200
     assert redis.hget(f"mod:c:{comment_id}", "queue") == before
     assert redis.hget(f"mod:c:{comment_id}", "state") == "scored"
@@ -385,8 +389,7 @@ def test_a_lost_reply_to_a_delete_still_answers_deleted_and_keeps_its_undo(
     assert not redis.exists(f"mod:c:{comment_id}")
     assert client.post("/api/v1/moderation/undo", headers=root).status_code == 200
     assert redis.exists(f"mod:c:{comment_id}") and not redis.exists(f"mod:c:{earlier}")
-    trail = [json.loads(e)["action"] for e in redis.lrange(f"mod:c:{comment_id}:audit", 0, -1)]
-    assert trail == ["score", "delete", "undo"]
+    assert trail_actions(redis, comment_id) == ["score", "delete", "undo"]
 
 
 def test_a_lost_reply_to_the_undo_of_a_delete_restores_the_trail_once(
@@ -405,8 +408,7 @@ def test_a_lost_reply_to_the_undo_of_a_delete_restores_the_trail_once(
     via_proxy, proxy = drop_one_reply(settings, b"EXEC")
     undone = client_for(via_proxy).post("/api/v1/moderation/undo", headers=root)
     assert undone.status_code == 200 and proxy.dropped == 1, undone.get_data(as_text=True)
-    trail = [json.loads(e)["action"] for e in redis.lrange(f"mod:c:{comment_id}:audit", 0, -1)]
-    assert trail == ["score", "delete", "undo"]
+    assert trail_actions(redis, comment_id) == ["score", "delete", "undo"]
 
 
 def test_undo_reverts_the_moderators_last_action_only(

@@ -50,9 +50,9 @@ def test_batch_retries_as_configured_then_leaves_comments_to_the_sweep(
     assert messages.count("Redis unavailable; batch left for the sweep") == 1
 
 
-def _workers_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # our own CLI, fixed arguments
-        [sys.executable, "-m", "workers", *args],
+def _python_m(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # our own CLIs, fixed arguments
+        [sys.executable, "-m", *argv],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -60,6 +60,10 @@ def _workers_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess
         timeout=60,
         check=False,
     )
+
+
+def _workers_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return _python_m(env, "workers", *args)
 
 
 def test_ping_succeeds_for_a_running_worker_and_fails_clearly_without_one(
@@ -120,15 +124,7 @@ def test_operator_tools_name_an_unreachable_redis_in_one_line(
         "MODERATION_REDIS_URL": f"redis://:hunter2-secret@127.0.0.1:{port}/0",
         "MODERATION_MODEL_DIR": str(tmp_path / "models"),
     }
-    done = subprocess.run(  # our own CLIs, fixed arguments
-        [sys.executable, "-m", *command],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _python_m(env, *command)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
