@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery_batches import Batches, SimpleRequest
@@ -30,7 +29,7 @@ from workers.metrics import SCORING_FAILURES, WEBHOOK_DELIVERIES
 from workers.pipeline import hold_after_failure, score_and_decide, score_and_decide_many
 from workers.runtime import Runtime
 from workers.settings import Settings
-from workers.store import outbox_event
+from workers.store import TRANSIENT_STORE_ERRORS, outbox_event
 from workers.webhooks import (
     DEADLINE_SECONDS,
     DECIDED,
@@ -43,15 +42,11 @@ from workers.webhooks import (
 
 log = logging.getLogger(__name__)
 
-# Redis hiccups are transient: retry with backoff. Anything else is a poison comment. A full
-# Redis (maxmemory with noeviction) and a replica after a failover refuse writes for a while:
-# their comments wait for the sweep rather than count as poison.
-TRANSIENT_ERRORS = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.OutOfMemoryError,  # type: ignore[attr-defined]  # missing from the stubs
-    redis.exceptions.ReadOnlyError,
-)
+# Redis hiccups (workers.store names them) are transient: retry with backoff. Anything else
+# is a poison comment.
+TRANSIENT_ERRORS = TRANSIENT_STORE_ERRORS
+# Publishing to the broker: its own connection errors too.
+PUBLISH_ERRORS: tuple[type[Exception], ...] = (OperationalError, *TRANSIENT_ERRORS)
 POISON_ATTEMPTS = 3
 # The longest a comment waits between two resends by the sweep (the waits double from
 # MODERATION_SWEEP_AFTER_SECONDS): while workers are down, five copies in the first hour at
@@ -317,7 +312,7 @@ def publish_outbox(app: Celery, runtime: Runtime, limit: int = OUTBOX_PAGE) -> i
                 published.append(entry)
         finally:
             runtime.store.release_outbox(published)
-    except (OperationalError, *TRANSIENT_ERRORS) as exc:
+    except PUBLISH_ERRORS as exc:
         # Any queued but not released is queued again after the lease: the delivery's own
         # "already sent" marker makes the repeat a no-op once the first was delivered.
         log.warning(
