@@ -11,7 +11,7 @@ from flask_limiter import Limiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service.auth import current_moderator
-from service.body import body_cut_off
+from service.body import FORM_TYPES, body_cut_off
 from service.validation import stored_address
 from workers.privacy import ip_digest
 from workers.settings import Settings
@@ -55,7 +55,7 @@ def author_key() -> str:
         except (ValueError, UnicodeDecodeError, RecursionError):
             body = None
         email = body.get("email") if isinstance(body, dict) else None
-    elif request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    elif request.mimetype in FORM_TYPES:
         email = request.form.get("email")
     if email is not None and body_cut_off():
         # Only the start of the body was read: the address may be cut short (someone else's).
