@@ -222,8 +222,6 @@ def _act(
         return 404, {"error": "no comment with that id"}
     if steps is not None and result.undo_step is not None:
         steps.append(result.undo_step)
-    # The decision's or deletion's event, recorded in the outbox with it.
-    publish_outbox(svc.celery, svc.runtime)
     if result.deleted:
         return 200, {"id": comment_id, "deleted": True, "previous_queue": result.previous_queue}
     assert result.comment is not None  # noqa: S101 - found and not deleted
@@ -253,6 +251,9 @@ def decision(comment_id: str) -> Response:
     if errors:
         return problem(422, "Unprocessable Content", "Invalid decision.", errors=errors)
     status, result = _act(comment_id, body["action"], body.get("note", ""))
+    svc = services()
+    # The decision's or deletion's event, recorded in the outbox with it.
+    publish_outbox(svc.celery, svc.runtime)
     if status == 403:
         return problem(403, "Forbidden", result["error"])
     if status == 404:
@@ -286,7 +287,10 @@ def bulk() -> Response:
                 **({"error": result["error"]} if "error" in result else {}),
             }
     finally:  # one undo reverts the whole bulk action (what was applied of it)
-        remember_bulk(services().runtime.store, _moderator().name, steps)
+        svc = services()
+        remember_bulk(svc.runtime.store, _moderator().name, steps)
+        # Every event of the bulk at once, not a drain per comment.
+        publish_outbox(svc.celery, svc.runtime, limit=OUTBOX_PAGE + len(results))
     return _json({"action": body["action"], "results": results})
 
 
